@@ -1,0 +1,178 @@
+package claims
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// KeySet is an immutable set of keys: one that signs, all that verify. A
+// key change builds a new KeySet; readers hold the old one safely.
+type KeySet struct {
+	signing *Key
+	signer  jose.Signer
+	byID    map[string]*Key
+	algs    []jose.SignatureAlgorithm
+	jwks    []byte
+}
+
+// NewKeySet builds a set. signing may be nil for a verify-only set; it must
+// also appear in published.
+func NewKeySet(signing *Key, published []*Key) (*KeySet, error) {
+	ks := &KeySet{signing: signing, byID: map[string]*Key{}}
+	seenAlg := map[string]bool{}
+	doc := struct {
+		Keys []jose.JSONWebKey `json:"keys"`
+	}{Keys: []jose.JSONWebKey{}}
+	for _, k := range published {
+		if _, dup := ks.byID[k.ID]; dup {
+			return nil, fmt.Errorf("claims: duplicate key id %s", k.ID)
+		}
+		ks.byID[k.ID] = k
+		if !seenAlg[k.Algorithm] {
+			seenAlg[k.Algorithm] = true
+			ks.algs = append(ks.algs, jose.SignatureAlgorithm(k.Algorithm))
+		}
+		doc.Keys = append(doc.Keys, k.Public.Public())
+	}
+	if signing != nil {
+		if signing.Private == nil {
+			return nil, errors.New("claims: signing key has no private part")
+		}
+		if _, ok := ks.byID[signing.ID]; !ok {
+			return nil, errors.New("claims: signing key is not published")
+		}
+		opts := (&jose.SignerOptions{}).WithType(TokenType).WithHeader(jose.HeaderKey("kid"), signing.ID)
+		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(signing.Algorithm), Key: signing.Private}, opts)
+		if err != nil {
+			return nil, fmt.Errorf("claims: signer: %w", err)
+		}
+		ks.signer = s
+	}
+	jwks, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	ks.jwks = jwks
+	return ks, nil
+}
+
+// JWKS returns the RFC 7517 JWK Set document of the published keys.
+func (ks *KeySet) JWKS() []byte { return ks.jwks }
+
+// SigningKeyID returns the kid that signs, or "" for a verify-only set.
+func (ks *KeySet) SigningKeyID() string {
+	if ks.signing == nil {
+		return ""
+	}
+	return ks.signing.ID
+}
+
+// Algorithm returns the signing algorithm.
+func (ks *KeySet) Algorithm() string {
+	if ks.signing == nil {
+		return ""
+	}
+	return ks.signing.Algorithm
+}
+
+// Algorithms returns the algorithms of the published keys.
+func (ks *KeySet) Algorithms() []string {
+	out := make([]string, len(ks.algs))
+	for i, a := range ks.algs {
+		out[i] = string(a)
+	}
+	return out
+}
+
+// Sign validates c, marshals it once and signs the bytes.
+func (ks *KeySet) Sign(c *Claims) (string, error) {
+	if ks.signer == nil {
+		return "", errors.New("claims: no signing key")
+	}
+	if err := c.Validate(); err != nil {
+		return "", err
+	}
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	obj, err := ks.signer.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("claims: signing: %w", err)
+	}
+	return obj.CompactSerialize()
+}
+
+// VerifyOptions are the expectations a token must meet. Issuer is always
+// checked; an empty Audience is an error unless SkipAudienceCheck says so.
+type VerifyOptions struct {
+	Issuer            string
+	Audience          string
+	SkipAudienceCheck bool
+	Now               time.Time
+	Leeway            time.Duration
+}
+
+// Verify parses a compact JWS, allowing only the algorithms of this set,
+// checks typ at+jwt, the kid, the signature, and then iss, aud, exp, nbf,
+// iat and jti, all of which must be present.
+func (ks *KeySet) Verify(token string, o VerifyOptions) (*Claims, error) {
+	if o.Issuer == "" || (o.Audience == "" && !o.SkipAudienceCheck) {
+		return nil, errors.New("claims: verify options need an issuer and an audience")
+	}
+	if len(token) > 8192 {
+		return nil, ErrMalformed
+	}
+	jws, err := jose.ParseSignedCompact(token, ks.algs)
+	if err != nil {
+		if errors.Is(err, jose.ErrUnsupportedAlgorithm) {
+			return nil, ErrAlgorithm
+		}
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, ErrMalformed
+	}
+	h := jws.Signatures[0].Protected
+	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != TokenType && typ != "application/"+TokenType {
+		return nil, ErrType
+	}
+	key, ok := ks.byID[h.KeyID]
+	if !ok {
+		return nil, ErrUnknownKey
+	}
+	if h.Algorithm != key.Algorithm {
+		return nil, ErrAlgorithm
+	}
+	payload, err := jws.Verify(key.Public.Key)
+	if err != nil {
+		return nil, ErrSignature
+	}
+	c, err := decodeClaims(payload)
+	if err != nil {
+		return nil, err
+	}
+	if c.Iss != o.Issuer {
+		return nil, ErrIssuer
+	}
+	if !o.SkipAudienceCheck {
+		found := false
+		for _, a := range c.Aud {
+			if a == o.Audience {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return nil, ErrAudience
+		}
+	}
+	if err := checkTimes(c, o.Now, o.Leeway); err != nil {
+		return nil, err
+	}
+	return c, nil
+}

@@ -1,0 +1,398 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/actas/actas/internal/strictyaml"
+)
+
+// Config is the operator configuration. Field tags are the keys of
+// actas.yaml; every key can also be set through ACTAS_<PATH> (for example
+// ACTAS_SUPPORT_IDP_ISSUER), list-valued keys as YAML flow text.
+type Config struct {
+	Issuer        string        `yaml:"issuer"`
+	Listen        string        `yaml:"listen"`
+	Storage       string        `yaml:"storage"`
+	PolicyFile    string        `yaml:"policy_file"`
+	SecretKeyFile string        `yaml:"secret_key_file"`
+	Keys          Keys          `yaml:"keys"`
+	SupportIDP    SupportIDP    `yaml:"support_idp"`
+	CustomerIDPs  []CustomerIDP `yaml:"customer_idps"`
+	Clients       []Client      `yaml:"clients"`
+}
+
+// Keys configures the token signing keys.
+type Keys struct {
+	Algorithm   string              `yaml:"algorithm"`
+	RotateEvery strictyaml.Duration `yaml:"rotate_every"`
+}
+
+// SupportIDP is the support organisation's OIDC provider; its ID tokens are
+// the actor tokens of RFC 8693 exchanges.
+type SupportIDP struct {
+	Issuer          string `yaml:"issuer"`
+	ClientID        string `yaml:"client_id"`
+	ClientSecretEnv string `yaml:"client_secret_env"`
+	GroupsClaim     string `yaml:"groups_claim"`
+}
+
+// CustomerIDP is an issuer whose tokens authenticate customer users on the
+// customer API. TenantClaim and RoleClaim name the claims that carry the
+// user's tenant and role.
+type CustomerIDP struct {
+	Issuer      string `yaml:"issuer"`
+	Audience    string `yaml:"audience"`
+	TenantClaim string `yaml:"tenant_claim"`
+	RoleClaim   string `yaml:"role_claim"`
+}
+
+// Client is a registered OAuth client (a product). A client without
+// SecretEnv is public.
+type Client struct {
+	ID                   string   `yaml:"id"`
+	SecretEnv            string   `yaml:"secret_env"`
+	RedirectURIs         []string `yaml:"redirect_uris"`
+	Audience             string   `yaml:"audience"`
+	CanIntrospect        bool     `yaml:"can_introspect"`
+	BackchannelLogoutURI string   `yaml:"backchannel_logout_uri"`
+
+	// Secret is resolved from the environment variable SecretEnv by Load.
+	Secret string `yaml:"-"`
+}
+
+// Supported signing algorithms.
+const (
+	AlgES256 = "ES256"
+	AlgRS256 = "RS256"
+	AlgEdDSA = "EdDSA"
+)
+
+// SecretKeyEnv is the environment variable holding the root secret.
+const SecretKeyEnv = "ACTAS_SECRET_KEY"
+
+// MaxFileSize bounds the configuration file.
+const MaxFileSize = 1 << 20
+
+// Error lists every problem found in a configuration, each naming its file
+// position or key.
+type Error struct {
+	File     string
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s: invalid configuration:\n  %s", e.File, strings.Join(e.Problems, "\n  "))
+}
+
+// Load reads the file at path, applies ACTAS_ overrides from getenv, fills
+// defaults and validates. getenv is injectable for tests; pass os.Getenv.
+func Load(path string, getenv func(string) string) (*Config, error) {
+	data, err := readLimited(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data, getenv)
+}
+
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > MaxFileSize {
+		return nil, fmt.Errorf("%s: file is larger than %d bytes", path, MaxFileSize)
+	}
+	return os.ReadFile(path)
+}
+
+// Parse is Load on bytes already read; name is used in messages.
+func Parse(name string, data []byte, getenv func(string) string) (*Config, error) {
+	var c Config
+	if _, err := strictyaml.Decode(data, &c); err != nil {
+		var probs strictyaml.Problems
+		if errors.As(err, &probs) {
+			e := &Error{File: name}
+			for _, p := range probs {
+				e.Problems = append(e.Problems, fmt.Sprintf("%s:%d:%d: %s", name, p.Line, p.Column, p.Msg))
+			}
+			return nil, e
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := c.applyEnv(getenv); err != nil {
+		return nil, &Error{File: name, Problems: []string{err.Error()}}
+	}
+	c.resolveSecrets(getenv)
+	c.SetDefaults()
+	if probs := c.Validate(getenv); len(probs) > 0 {
+		return nil, &Error{File: name, Problems: probs}
+	}
+	return &c, nil
+}
+
+// SetDefaults fills keys the operator left out.
+func (c *Config) SetDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.Storage == "" {
+		c.Storage = "sqlite://actas.db"
+	}
+	if c.Keys.Algorithm == "" {
+		c.Keys.Algorithm = AlgES256
+	}
+	if c.Keys.RotateEvery == 0 {
+		c.Keys.RotateEvery = strictyaml.Duration(720 * time.Hour)
+	}
+	if c.SupportIDP.GroupsClaim == "" {
+		c.SupportIDP.GroupsClaim = "groups"
+	}
+}
+
+func (c *Config) resolveSecrets(getenv func(string) string) {
+	for i := range c.Clients {
+		if c.Clients[i].SecretEnv != "" {
+			c.Clients[i].Secret = getenv(c.Clients[i].SecretEnv)
+		}
+	}
+}
+
+// Validate reports every problem with c; an empty result means valid. It
+// reads nothing but getenv (for the secrets a key names).
+func (c *Config) Validate(getenv func(string) string) []string {
+	var probs []string
+	add := func(key, format string, args ...any) {
+		probs = append(probs, key+": "+fmt.Sprintf(format, args...))
+	}
+	if c.Issuer == "" {
+		add("issuer", "required")
+	} else if err := CheckIssuerURL(c.Issuer); err != nil {
+		add("issuer", "%v", err)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		add("listen", "want host:port, got %q", c.Listen)
+	}
+	kind, _, err := StorageKind(c.Storage)
+	if err != nil {
+		add("storage", "%v", err)
+	}
+	if c.PolicyFile == "" {
+		add("policy_file", "required")
+	}
+	switch c.Keys.Algorithm {
+	case AlgES256, AlgRS256, AlgEdDSA:
+	default:
+		add("keys.algorithm", "must be one of ES256, RS256, EdDSA; got %q", c.Keys.Algorithm)
+	}
+	if c.Keys.RotateEvery.Std() < time.Hour {
+		add("keys.rotate_every", "must be at least 1h")
+	}
+	if kind == "postgres" && getenv(SecretKeyEnv) == "" && c.SecretKeyFile == "" {
+		add("secret_key_file", "PostgreSQL storage needs a shared root secret: set %s or secret_key_file", SecretKeyEnv)
+	}
+	if c.SupportIDP.Issuer == "" {
+		add("support_idp.issuer", "required")
+	} else if err := checkURL(c.SupportIDP.Issuer); err != nil {
+		add("support_idp.issuer", "%v", err)
+	}
+	if c.SupportIDP.ClientID == "" {
+		add("support_idp.client_id", "required (the audience of the engineers' ID tokens)")
+	}
+	if env := c.SupportIDP.ClientSecretEnv; env != "" && getenv(env) == "" {
+		add("support_idp.client_secret_env", "environment variable %s is empty", env)
+	}
+	if len(c.CustomerIDPs) == 0 {
+		add("customer_idps", "at least one customer issuer is required")
+	}
+	issuers := map[string]bool{}
+	for i, p := range c.CustomerIDPs {
+		key := fmt.Sprintf("customer_idps[%d]", i)
+		if p.Issuer == "" {
+			add(key+".issuer", "required")
+		} else if err := checkURL(p.Issuer); err != nil {
+			add(key+".issuer", "%v", err)
+		} else if issuers[p.Issuer] {
+			add(key+".issuer", "duplicate issuer %q", p.Issuer)
+		}
+		issuers[p.Issuer] = true
+		if p.Audience == "" {
+			add(key+".audience", "required")
+		}
+		if p.TenantClaim == "" {
+			add(key+".tenant_claim", "required")
+		}
+		if p.RoleClaim == "" {
+			add(key+".role_claim", "required")
+		}
+	}
+	ids := map[string]bool{}
+	for i, cl := range c.Clients {
+		key := fmt.Sprintf("clients[%d]", i)
+		if cl.ID == "" {
+			add(key+".id", "required")
+		} else if ids[cl.ID] {
+			add(key+".id", "duplicate client id %q", cl.ID)
+		}
+		ids[cl.ID] = true
+		if cl.SecretEnv != "" && len(cl.Secret) < 16 {
+			add(key+".secret_env", "environment variable %s must hold a secret of at least 16 bytes", cl.SecretEnv)
+		}
+		if cl.Audience == "" {
+			add(key+".audience", "required")
+		}
+		if cl.CanIntrospect && cl.SecretEnv == "" {
+			add(key+".can_introspect", "introspection needs client authentication: set secret_env")
+		}
+		for j, u := range cl.RedirectURIs {
+			if err := checkURL(u); err != nil {
+				add(fmt.Sprintf("%s.redirect_uris[%d]", key, j), "%v", err)
+			}
+		}
+		if cl.BackchannelLogoutURI != "" {
+			if err := checkURL(cl.BackchannelLogoutURI); err != nil {
+				add(key+".backchannel_logout_uri", "%v", err)
+			}
+		}
+	}
+	return probs
+}
+
+// StorageKind splits a storage URL into its kind ("sqlite" or "postgres")
+// and the driver's data source.
+func StorageKind(s string) (kind, dsn string, err error) {
+	switch {
+	case strings.HasPrefix(s, "sqlite://"):
+		path := strings.TrimPrefix(s, "sqlite://")
+		if path == "" || strings.ContainsAny(path, "?#") {
+			return "", "", fmt.Errorf("want sqlite://<file path> without options, got %q", s)
+		}
+		return "sqlite", path, nil
+	case strings.HasPrefix(s, "postgres://"), strings.HasPrefix(s, "postgresql://"):
+		if _, err := url.Parse(s); err != nil {
+			return "", "", fmt.Errorf("invalid PostgreSQL URL")
+		}
+		return "postgres", s, nil
+	}
+	return "", "", fmt.Errorf("want sqlite://<file> or postgres://..., got %q", redactURL(s))
+}
+
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		u.User = url.User(u.User.Username())
+		return u.String()
+	}
+	return s
+}
+
+// CheckIssuerURL enforces OIDC Discovery §3 on actas's own issuer: https
+// (http only on loopback), no query or fragment, no trailing slash.
+func CheckIssuerURL(s string) error {
+	if err := checkURL(s); err != nil {
+		return err
+	}
+	u, _ := url.Parse(s)
+	if u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("must not have a query or fragment")
+	}
+	if strings.HasSuffix(u.Path, "/") {
+		return fmt.Errorf("must not end with a slash")
+	}
+	return nil
+}
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return fmt.Errorf("want an absolute http(s) URL, got %q", s)
+	}
+	if u.Scheme == "http" && !IsLoopback(u.Hostname()) {
+		return fmt.Errorf("https is required for %q (http only on loopback)", s)
+	}
+	return nil
+}
+
+// IsLoopback reports whether host is localhost or a loopback address.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// applyEnv overrides fields from ACTAS_<PATH> variables.
+func (c *Config) applyEnv(getenv func(string) string) error {
+	return applyEnvStruct(reflect.ValueOf(c).Elem(), "ACTAS", getenv)
+}
+
+func applyEnvStruct(v reflect.Value, prefix string, getenv func(string) string) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		env := prefix + "_" + strings.ToUpper(name)
+		fv := v.Field(i)
+		if f.Type.Kind() == reflect.Struct {
+			if err := applyEnvStruct(fv, env, getenv); err != nil {
+				return err
+			}
+			continue
+		}
+		val := getenv(env)
+		if val == "" {
+			continue
+		}
+		switch {
+		case f.Type.Kind() == reflect.String:
+			fv.SetString(val)
+		case f.Type.Kind() == reflect.Bool:
+			b, err := strconv.ParseBool(val)
+			if err != nil {
+				return fmt.Errorf("%s: want true or false, got %q", env, val)
+			}
+			fv.SetBool(b)
+		default:
+			// Durations and lists: YAML text, decoded as strictly as the file.
+			holder := reflect.New(reflect.StructOf([]reflect.StructField{{
+				Name: "V", Type: f.Type, Tag: `yaml:"v"`,
+			}}))
+			doc, err := yaml.Marshal(map[string]yaml.Node{"v": {Kind: yaml.ScalarNode, Value: "PLACEHOLDER"}})
+			if err != nil {
+				return err
+			}
+			text := strings.Replace(string(doc), "PLACEHOLDER", indentFlow(val), 1)
+			if _, err := strictyaml.Decode([]byte(text), holder.Interface()); err != nil {
+				return fmt.Errorf("%s: %v", env, err)
+			}
+			fv.Set(holder.Elem().Field(0))
+		}
+	}
+	return nil
+}
+
+// indentFlow makes a single- or multi-line YAML value safe to place after
+// "v: ": multi-line block text goes on indented lines of its own.
+func indentFlow(val string) string {
+	if !strings.Contains(val, "\n") {
+		return val
+	}
+	return "\n  " + strings.ReplaceAll(strings.TrimRight(val, "\n"), "\n", "\n  ")
+}

@@ -1,0 +1,197 @@
+// Package strictyaml decodes YAML documents into Go structs while refusing
+// what a hand-edited security file must not contain: unknown keys,
+// duplicate keys, anchors and aliases. Every problem carries its line and
+// column so that callers can report file:line:col.
+//
+// It owns decoding only; meaning (ranges, references between keys) belongs
+// to the packages that define the structs.
+package strictyaml
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Problem is one defect in a document, with its position.
+type Problem struct {
+	Line, Column int
+	Msg          string
+}
+
+// Problems is every defect found in a document, in document order.
+type Problems []Problem
+
+func (p Problems) Error() string {
+	var b strings.Builder
+	for i, e := range p {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "%d:%d: %s", e.Line, e.Column, e.Msg)
+	}
+	return b.String()
+}
+
+// Decode parses data into out (a pointer to a struct) and returns the root
+// node for callers that need positions of their own. Unknown keys, duplicate
+// keys, aliases, anchors and multiple documents are errors; all of them are
+// reported at once as Problems.
+func Decode(data []byte, out any) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, Problems{{Line: 1, Column: 1, Msg: "document is empty"}}
+		}
+		return nil, syntaxProblem(err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, Problems{{Line: extra.Line, Column: extra.Column, Msg: "only one YAML document is allowed"}}
+	}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	var probs Problems
+	check(doc, reflect.TypeOf(out).Elem(), &probs)
+	if len(probs) > 0 {
+		return nil, probs
+	}
+	if err := doc.Decode(out); err != nil {
+		return nil, typeProblems(err, doc)
+	}
+	return doc, nil
+}
+
+// syntaxProblem turns a yaml.v3 parse error ("yaml: line 3: ...") into a
+// positioned Problem.
+func syntaxProblem(err error) Problems {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if _, scanErr := fmt.Sscanf(msg, "line %d:", &line); scanErr == nil {
+		msg = strings.TrimSpace(msg[strings.Index(msg, ":")+1:])
+	}
+	return Problems{{Line: line, Column: 0, Msg: "invalid YAML: " + msg}}
+}
+
+// typeProblems converts yaml.v3 type errors ("line 4: cannot unmarshal
+// !!str `x` into int") into Problems.
+func typeProblems(err error, doc *yaml.Node) Problems {
+	msgs := []string{err.Error()}
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	}
+	var probs Problems
+	for _, e := range msgs {
+		line := doc.Line
+		msg := e
+		if _, scanErr := fmt.Sscanf(e, "line %d:", &line); scanErr == nil {
+			msg = strings.TrimSpace(e[strings.Index(e, ":")+1:])
+		}
+		msg = strings.ReplaceAll(msg, "!!str", "string")
+		msg = strings.ReplaceAll(msg, "!!int", "integer")
+		msg = strings.ReplaceAll(msg, "!!map", "mapping")
+		msg = strings.ReplaceAll(msg, "!!seq", "list")
+		msg = strings.ReplaceAll(msg, "!!bool", "boolean")
+		probs = append(probs, Problem{Line: line, Msg: msg})
+	}
+	return probs
+}
+
+// check walks node against t, recording unknown keys, duplicate keys and
+// aliases. It does not check scalar types: yaml.v3 does that with positions.
+func check(node *yaml.Node, t reflect.Type, probs *Problems) {
+	if node.Anchor != "" {
+		*probs = append(*probs, Problem{node.Line, node.Column, fmt.Sprintf("anchors are not allowed (&%s)", node.Anchor)})
+	}
+	if node.Kind == yaml.AliasNode {
+		*probs = append(*probs, Problem{node.Line, node.Column, "aliases are not allowed"})
+		return
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == reflect.TypeOf(yaml.Node{}) {
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if node.Kind != yaml.MappingNode {
+			return // yaml.v3 reports the type mismatch
+		}
+		fields := yamlFields(t)
+		seen := map[string]int{}
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			k, v := node.Content[i], node.Content[i+1]
+			if first, dup := seen[k.Value]; dup {
+				*probs = append(*probs, Problem{k.Line, k.Column, fmt.Sprintf("duplicate key %q (first at line %d)", k.Value, first)})
+				continue
+			}
+			seen[k.Value] = k.Line
+			ft, ok := fields[k.Value]
+			if !ok {
+				*probs = append(*probs, Problem{k.Line, k.Column, fmt.Sprintf("unknown key %q (known: %s)", k.Value, knownKeys(fields))})
+				continue
+			}
+			check(v, ft, probs)
+		}
+	case reflect.Map:
+		if node.Kind != yaml.MappingNode {
+			return
+		}
+		seen := map[string]int{}
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			k, v := node.Content[i], node.Content[i+1]
+			if first, dup := seen[k.Value]; dup {
+				*probs = append(*probs, Problem{k.Line, k.Column, fmt.Sprintf("duplicate key %q (first at line %d)", k.Value, first)})
+				continue
+			}
+			seen[k.Value] = k.Line
+			check(v, t.Elem(), probs)
+		}
+	case reflect.Slice, reflect.Array:
+		if node.Kind != yaml.SequenceNode {
+			return
+		}
+		for _, c := range node.Content {
+			check(c, t.Elem(), probs)
+		}
+	}
+}
+
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	fields := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		fields[name] = f.Type
+	}
+	return fields
+}
+
+func knownKeys(fields map[string]reflect.Type) string {
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ", ")
+}

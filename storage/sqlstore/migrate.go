@@ -1,0 +1,163 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// migration is one schema step. Released migrations are never edited; a
+// change is a new migration.
+type migration struct {
+	version int
+	name    string
+	stmts   []string
+}
+
+var migrations = []migration{
+	{1, "initial schema", []string{
+		`CREATE TABLE tenants (
+			id TEXT PRIMARY KEY,
+			support_enabled BOOLEAN NOT NULL,
+			allow_non_admin_grants BOOLEAN NOT NULL,
+			changed_by TEXT NOT NULL,
+			changed_at BIGINT NOT NULL
+		)`,
+		`CREATE TABLE grants (
+			id TEXT PRIMARY KEY,
+			tenant_id TEXT NOT NULL,
+			role TEXT NOT NULL,
+			environments TEXT NOT NULL,
+			resources TEXT NOT NULL,
+			ticket TEXT NOT NULL,
+			granted_by TEXT NOT NULL,
+			granted_by_iss TEXT NOT NULL,
+			granter_role TEXT NOT NULL,
+			granter_claims TEXT NOT NULL,
+			created_at BIGINT NOT NULL,
+			expires_at BIGINT NOT NULL,
+			code_hash {{BLOB}},
+			code_expires_at BIGINT NOT NULL,
+			redeemed_at BIGINT,
+			engineer_sub TEXT NOT NULL DEFAULT '',
+			engineer_iss TEXT NOT NULL DEFAULT '',
+			engineer_email TEXT NOT NULL DEFAULT '',
+			revoked_at BIGINT,
+			revoked_by TEXT NOT NULL DEFAULT '',
+			revoke_reason TEXT NOT NULL DEFAULT ''
+		)`,
+		`CREATE UNIQUE INDEX grants_live_code ON grants (tenant_id, code_hash) WHERE code_hash IS NOT NULL`,
+		`CREATE INDEX grants_tenant_created ON grants (tenant_id, created_at)`,
+		`CREATE TABLE tokens (
+			jti TEXT PRIMARY KEY,
+			grant_id TEXT NOT NULL REFERENCES grants (id),
+			client_id TEXT NOT NULL,
+			audience TEXT NOT NULL,
+			role TEXT NOT NULL,
+			scope TEXT NOT NULL,
+			issued_at BIGINT NOT NULL,
+			expires_at BIGINT NOT NULL,
+			revoked_at BIGINT
+		)`,
+		`CREATE INDEX tokens_grant ON tokens (grant_id)`,
+		`CREATE TABLE refresh_tokens (
+			hash {{BLOB}} PRIMARY KEY,
+			grant_id TEXT NOT NULL REFERENCES grants (id),
+			client_id TEXT NOT NULL,
+			audience TEXT NOT NULL,
+			issued_at BIGINT NOT NULL,
+			expires_at BIGINT NOT NULL,
+			used_at BIGINT,
+			revoked_at BIGINT
+		)`,
+		`CREATE INDEX refresh_tokens_grant ON refresh_tokens (grant_id)`,
+		`CREATE TABLE redeem_failures (
+			scope TEXT NOT NULL,
+			subject TEXT NOT NULL,
+			count INTEGER NOT NULL,
+			window_start BIGINT NOT NULL,
+			PRIMARY KEY (scope, subject)
+		)`,
+		`CREATE TABLE signing_keys (
+			id TEXT PRIMARY KEY,
+			algorithm TEXT NOT NULL,
+			private_sealed {{BLOB}} NOT NULL,
+			public_jwk TEXT NOT NULL,
+			state TEXT NOT NULL,
+			created_at BIGINT NOT NULL,
+			activated_at BIGINT,
+			retire_at BIGINT
+		)`,
+		`CREATE UNIQUE INDEX signing_keys_one_current ON signing_keys (state) WHERE state = 'current'`,
+		`CREATE TABLE audit_events (
+			id {{AUTOID}},
+			tenant_id TEXT NOT NULL,
+			at BIGINT NOT NULL,
+			actor_type TEXT NOT NULL,
+			actor_id TEXT NOT NULL,
+			actor_iss TEXT NOT NULL,
+			action TEXT NOT NULL,
+			target TEXT NOT NULL,
+			outcome TEXT NOT NULL,
+			detail TEXT NOT NULL,
+			policy_sha256 TEXT NOT NULL
+		)`,
+		`CREATE INDEX audit_events_tenant ON audit_events (tenant_id, id)`,
+	}},
+}
+
+// LatestVersion is the schema version this build expects.
+func LatestVersion() int { return migrations[len(migrations)-1].version }
+
+// migrate applies every pending migration, each in its own transaction,
+// under the flavor's migration lock so concurrent starts are safe.
+func migrate(ctx context.Context, db *sqlx.DB, f flavor, now time.Time) (applied int, err error) {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
+		if !f.isUnique(err) { // two PostgreSQL replicas racing CREATE IF NOT EXISTS
+			return 0, fmt.Errorf("creating schema_migrations: %w", err)
+		}
+	}
+	for _, m := range migrations {
+		done, err := applyOne(ctx, db, f, m, now)
+		if err != nil {
+			return applied, fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+		}
+		if done {
+			applied++
+		}
+	}
+	return applied, nil
+}
+
+func applyOne(ctx context.Context, db *sqlx.DB, f flavor, m migration, now time.Time) (bool, error) {
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback()
+	if f.migrateLock != "" {
+		if _, err := tx.ExecContext(ctx, f.migrateLock); err != nil {
+			return false, err
+		}
+	}
+	var n int
+	if err := tx.GetContext(ctx, &n, tx.Rebind(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), m.version); err != nil {
+		return false, err
+	}
+	if n > 0 {
+		return false, nil
+	}
+	for _, s := range m.stmts {
+		if _, err := tx.ExecContext(ctx, f.ddl(s)); err != nil {
+			return false, err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`),
+		m.version, m.name, now.UnixMicro()); err != nil {
+		return false, err
+	}
+	return true, tx.Commit()
+}

@@ -1,0 +1,842 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/jmoiron/sqlx"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/actas/actas/storage"
+)
+
+// Store is storage.Store on SQLite or PostgreSQL.
+type Store struct {
+	f     flavor
+	write *sqlx.DB // SQLite: one connection, BEGIN IMMEDIATE
+	read  *sqlx.DB // SQLite: a pool of read-only connections; PostgreSQL: == write
+
+	tokenState *sqlx.Stmt
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// Options tune Open.
+type Options struct {
+	// Migrate applies pending migrations; otherwise a database behind the
+	// binary's schema is an error.
+	Migrate bool
+	Now     func() time.Time
+}
+
+// Open connects to kind ("sqlite" or "postgres") at dsn (a file path, or a
+// PostgreSQL URL).
+func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Store{}
+	switch kind {
+	case "sqlite":
+		s.f = flavorSQLite
+		base := "file:" + (&url.URL{Path: dsn}).EscapedPath() +
+			"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)"
+		w, err := sqlx.Open("sqlite", base+"&_txlock=immediate")
+		if err != nil {
+			return nil, err
+		}
+		w.SetMaxOpenConns(1)
+		w.SetMaxIdleConns(1)
+		w.SetConnMaxIdleTime(0)
+		w.SetConnMaxLifetime(0)
+		r, err := sqlx.Open("sqlite", base+"&_pragma=query_only(1)")
+		if err != nil {
+			w.Close()
+			return nil, err
+		}
+		n := max(4, 2*runtime.GOMAXPROCS(0))
+		r.SetMaxOpenConns(n)
+		r.SetMaxIdleConns(n)
+		s.write, s.read = w, r
+	case "postgres":
+		s.f = flavorPostgres
+		db, err := sqlx.Open("pgx", dsn)
+		if err != nil {
+			return nil, err
+		}
+		db.SetMaxOpenConns(32)
+		db.SetMaxIdleConns(32)
+		db.SetConnMaxIdleTime(5 * time.Minute)
+		s.write, s.read = db, db
+	default:
+		return nil, fmt.Errorf("sqlstore: unknown storage kind %q", kind)
+	}
+	if err := s.init(ctx, o); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) init(ctx context.Context, o Options) error {
+	if err := s.write.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlstore: connecting to %s: %w", s.f.name, err)
+	}
+	if o.Migrate {
+		if _, err := migrate(ctx, s.write, s.f, o.Now()); err != nil {
+			return fmt.Errorf("sqlstore: %w", err)
+		}
+	}
+	v, err := s.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if v != LatestVersion() {
+		return fmt.Errorf("sqlstore: database schema is at version %d, this build needs %d: run actas migrate", v, LatestVersion())
+	}
+	s.tokenState, err = s.read.PreparexContext(ctx, s.read.Rebind(`SELECT `+tokenCols+`, `+grantCols+`, n.support_enabled
+		FROM tokens t JOIN grants g ON g.id = t.grant_id JOIN tenants n ON n.id = g.tenant_id
+		WHERE t.jti = ?`))
+	if err != nil {
+		return fmt.Errorf("sqlstore: preparing: %w", err)
+	}
+	return nil
+}
+
+// Migrate applies pending migrations and reports how many it applied.
+func Migrate(ctx context.Context, kind, dsn string, now time.Time) (int, error) {
+	s := &Store{}
+	var db *sqlx.DB
+	var err error
+	switch kind {
+	case "sqlite":
+		s.f = flavorSQLite
+		db, err = sqlx.Open("sqlite", "file:"+(&url.URL{Path: dsn}).EscapedPath()+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate")
+	case "postgres":
+		s.f = flavorPostgres
+		db, err = sqlx.Open("pgx", dsn)
+	default:
+		return 0, fmt.Errorf("sqlstore: unknown storage kind %q", kind)
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	return migrate(ctx, db, s.f, now)
+}
+
+// SchemaVersion returns the highest applied migration, 0 for none.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var n int
+	if err := s.read.GetContext(ctx, &n, s.f.hasMigrations); err != nil {
+		return 0, s.mapErr(err)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	var v sql.NullInt64
+	if err := s.read.GetContext(ctx, &v, `SELECT MAX(version) FROM schema_migrations`); err != nil {
+		return 0, s.mapErr(err)
+	}
+	return int(v.Int64), nil
+}
+
+// Close releases the connections.
+func (s *Store) Close() error {
+	if s.tokenState != nil {
+		s.tokenState.Close()
+	}
+	err := s.write.Close()
+	if s.read != s.write {
+		err = errors.Join(err, s.read.Close())
+	}
+	return err
+}
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.write.PingContext(ctx); err != nil {
+		return s.mapErr(err)
+	}
+	var one int
+	if err := s.read.GetContext(ctx, &one, `SELECT 1`); err != nil {
+		return s.mapErr(err)
+	}
+	return nil
+}
+
+// mapErr maps driver errors to storage errors in one place.
+func (s *Store) mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sql.ErrNoRows):
+		return storage.ErrNotFound
+	case s.f.isUnique(err):
+		return fmt.Errorf("%w: %v", storage.ErrAlreadyExists, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	}
+	return fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
+}
+
+// tx runs fn in a write transaction, retrying serialisation failures.
+func (s *Store) tx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	for attempt := 0; ; attempt++ {
+		err := s.tryTx(ctx, fn)
+		if err == nil || attempt >= 4 || !s.f.isRetry(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Store) tryTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	tx, err := s.write.BeginTxx(ctx, nil)
+	if err != nil {
+		return s.mapErr(err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return s.mapErr(err)
+	}
+	return nil
+}
+
+// exec runs a rebound statement in tx, mapping errors.
+func (s *Store) exec(ctx context.Context, tx *sqlx.Tx, q string, args ...any) (int64, error) {
+	res, err := tx.ExecContext(ctx, tx.Rebind(q), args...)
+	if err != nil {
+		return 0, s.mapErr(err)
+	}
+	n, err := res.RowsAffected()
+	return n, s.mapErr(err)
+}
+
+func micro(t time.Time) int64 { return t.UnixMicro() }
+
+func nullMicro(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
+}
+
+func fromMicro(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
+func fromNull(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return fromMicro(v.Int64)
+}
+
+func jsonList(l []string) string {
+	if l == nil {
+		l = []string{}
+	}
+	b, _ := json.Marshal(l)
+	return string(b)
+}
+
+func parseList(s string) ([]string, error) {
+	var l []string
+	if err := json.Unmarshal([]byte(s), &l); err != nil {
+		return nil, fmt.Errorf("%w: corrupt list column: %v", storage.ErrUnavailable, err)
+	}
+	return l, nil
+}
+
+func detailOrEmpty(b []byte) string {
+	if len(b) == 0 {
+		return "{}"
+	}
+	return string(b)
+}
+
+func (s *Store) insertAudit(ctx context.Context, tx *sqlx.Tx, ev storage.AuditEvent) error {
+	if ev.Action == "" || ev.ActorType == "" {
+		return fmt.Errorf("sqlstore: audit event needs an action and an actor type")
+	}
+	_, err := s.exec(ctx, tx, `INSERT INTO audit_events
+		(tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		ev.TenantID, micro(ev.Time), ev.ActorType, ev.ActorID, ev.ActorIss, ev.Action, ev.Target,
+		ev.Outcome, detailOrEmpty(ev.Detail), ev.PolicySHA256)
+	return err
+}
+
+// AppendAudit writes one event in its own transaction.
+func (s *Store) AppendAudit(ctx context.Context, ev storage.AuditEvent) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error { return s.insertAudit(ctx, tx, ev) })
+}
+
+// Tenant returns a tenant's setting.
+func (s *Store) Tenant(ctx context.Context, id string) (storage.Tenant, error) {
+	var t storage.Tenant
+	var at int64
+	err := s.read.QueryRowxContext(ctx, s.read.Rebind(`SELECT id, support_enabled, allow_non_admin_grants, changed_by, changed_at
+		FROM tenants WHERE id = ?`), id).Scan(&t.ID, &t.SupportEnabled, &t.AllowNonAdminGrants, &t.ChangedBy, &at)
+	if err != nil {
+		return storage.Tenant{}, s.mapErr(err)
+	}
+	t.ChangedAt = fromMicro(at)
+	return t, nil
+}
+
+// SetSupportAccess upserts the tenant and, when turning support off, ends
+// every live grant of the tenant with its tokens.
+func (s *Store) SetSupportAccess(ctx context.Context, t storage.Tenant, ev storage.AuditEvent) (int, error) {
+	var ended int64
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		ended = 0
+		if _, err := s.exec(ctx, tx, `INSERT INTO tenants (id, support_enabled, allow_non_admin_grants, changed_by, changed_at)
+			VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET support_enabled = excluded.support_enabled,
+				allow_non_admin_grants = excluded.allow_non_admin_grants,
+				changed_by = excluded.changed_by, changed_at = excluded.changed_at`,
+			t.ID, t.SupportEnabled, t.AllowNonAdminGrants, t.ChangedBy, micro(t.ChangedAt)); err != nil {
+			return err
+		}
+		if !t.SupportEnabled {
+			n, err := s.endTenantGrants(ctx, tx, t.ID, t.ChangedAt, t.ChangedBy, "support_access_disabled")
+			if err != nil {
+				return err
+			}
+			ended = n
+		}
+		return s.insertAudit(ctx, tx, ev)
+	})
+	return int(ended), err
+}
+
+// endTenantGrants revokes every unrevoked grant of a tenant that has not
+// expired, its tokens and refresh tokens, and voids its pending codes.
+func (s *Store) endTenantGrants(ctx context.Context, tx *sqlx.Tx, tenant string, at time.Time, by, reason string) (int64, error) {
+	n, err := s.exec(ctx, tx, `UPDATE grants SET revoked_at = ?, revoked_by = ?, revoke_reason = ?, code_hash = NULL
+		WHERE tenant_id = ? AND revoked_at IS NULL AND expires_at > ?`, micro(at), by, reason, tenant, micro(at))
+	if err != nil {
+		return 0, err
+	}
+	if _, err := s.exec(ctx, tx, `UPDATE grants SET code_hash = NULL WHERE tenant_id = ? AND code_hash IS NOT NULL`, tenant); err != nil {
+		return 0, err
+	}
+	for _, table := range []string{"tokens", "refresh_tokens"} {
+		if _, err := s.exec(ctx, tx, `UPDATE `+table+` SET revoked_at = ?
+			WHERE revoked_at IS NULL AND grant_id IN (SELECT id FROM grants WHERE tenant_id = ?)`, micro(at), tenant); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// CreateGrant stores a grant if the tenant's support access is on.
+func (s *Store) CreateGrant(ctx context.Context, g storage.Grant, ev storage.AuditEvent) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		var enabled bool
+		err := tx.QueryRowxContext(ctx, tx.Rebind(`SELECT support_enabled FROM tenants WHERE id = ?`+s.f.forShare), g.TenantID).Scan(&enabled)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && !enabled) {
+			return storage.ErrSupportOff
+		}
+		if err != nil {
+			return s.mapErr(err)
+		}
+		claims := string(g.GranterClaims)
+		if claims == "" {
+			claims = "{}"
+		}
+		if _, err := s.exec(ctx, tx, `INSERT INTO grants (id, tenant_id, role, environments, resources, ticket,
+			granted_by, granted_by_iss, granter_role, granter_claims, created_at, expires_at, code_hash, code_expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			g.ID, g.TenantID, g.Role, jsonList(g.Environments), jsonList(g.Resources), g.Ticket,
+			g.GrantedBy, g.GrantedByIss, g.GranterRole, claims, micro(g.CreatedAt), micro(g.ExpiresAt),
+			g.CodeHash, micro(g.CodeExpiresAt)); err != nil {
+			return err
+		}
+		return s.insertAudit(ctx, tx, ev)
+	})
+}
+
+const grantCols = `g.id, g.tenant_id, g.role, g.environments, g.resources, g.ticket, g.granted_by, g.granted_by_iss,
+	g.granter_role, g.granter_claims, g.created_at, g.expires_at, g.code_hash, g.code_expires_at, g.redeemed_at,
+	g.engineer_sub, g.engineer_iss, g.engineer_email, g.revoked_at, g.revoked_by, g.revoke_reason`
+
+type scanner interface{ Scan(dest ...any) error }
+
+// grantDest returns scan destinations for grantCols and a finish function
+// that converts them into g.
+func grantDest(g *storage.Grant) ([]any, func() error) {
+	var envs, res, claims string
+	var created, expires, codeExp int64
+	var redeemed, revoked sql.NullInt64
+	dest := []any{&g.ID, &g.TenantID, &g.Role, &envs, &res, &g.Ticket, &g.GrantedBy, &g.GrantedByIss,
+		&g.GranterRole, &claims, &created, &expires, &g.CodeHash, &codeExp, &redeemed,
+		&g.EngineerSub, &g.EngineerIss, &g.EngineerEmail, &revoked, &g.RevokedBy, &g.RevokeReason}
+	return dest, func() error {
+		var err error
+		if g.Environments, err = parseList(envs); err != nil {
+			return err
+		}
+		if g.Resources, err = parseList(res); err != nil {
+			return err
+		}
+		g.GranterClaims = []byte(claims)
+		g.CreatedAt, g.ExpiresAt, g.CodeExpiresAt = fromMicro(created), fromMicro(expires), fromMicro(codeExp)
+		g.RedeemedAt, g.RevokedAt = fromNull(redeemed), fromNull(revoked)
+		return nil
+	}
+}
+
+func (s *Store) scanGrant(row scanner) (storage.Grant, error) {
+	var g storage.Grant
+	dest, finish := grantDest(&g)
+	if err := row.Scan(dest...); err != nil {
+		return storage.Grant{}, s.mapErr(err)
+	}
+	return g, finish()
+}
+
+// Grant returns one grant of a tenant.
+func (s *Store) Grant(ctx context.Context, tenantID, id string) (storage.Grant, error) {
+	return s.scanGrant(s.read.QueryRowxContext(ctx, s.read.Rebind(`SELECT `+grantCols+` FROM grants g WHERE g.tenant_id = ? AND g.id = ?`), tenantID, id))
+}
+
+// Grants lists grants, newest first.
+func (s *Store) Grants(ctx context.Context, f storage.GrantFilter) ([]storage.Grant, error) {
+	q := `SELECT ` + grantCols + ` FROM grants g WHERE g.tenant_id = ?`
+	args := []any{f.TenantID}
+	if f.GrantedBy != "" {
+		q += ` AND g.granted_by = ?`
+		args = append(args, f.GrantedBy)
+	}
+	now := micro(f.Now)
+	const live = `(g.revoked_at IS NULL AND g.expires_at > ? AND (g.redeemed_at IS NOT NULL OR g.code_expires_at > ?))`
+	switch f.Status {
+	case "active":
+		q += ` AND ` + live
+		args = append(args, now, now)
+	case "inactive":
+		q += ` AND NOT ` + live
+		args = append(args, now, now)
+	case "all", "":
+	default:
+		return nil, fmt.Errorf("sqlstore: unknown status filter %q", f.Status)
+	}
+	limit := f.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
+	}
+	q += fmt.Sprintf(` ORDER BY g.created_at DESC, g.id DESC LIMIT %d`, limit)
+	rows, err := s.read.QueryxContext(ctx, s.read.Rebind(q), args...)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	defer rows.Close()
+	var out []storage.Grant
+	for rows.Next() {
+		g, err := s.scanGrant(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, s.mapErr(rows.Err())
+}
+
+// RevokeGrant ends a grant, its tokens and refresh tokens.
+func (s *Store) RevokeGrant(ctx context.Context, tenantID, id string, at time.Time, by, reason string, ev storage.AuditEvent) (bool, error) {
+	var changed bool
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		var err error
+		changed, err = s.revokeGrantTx(ctx, tx, tenantID, id, at, by, reason)
+		if err != nil || !changed {
+			return err
+		}
+		return s.insertAudit(ctx, tx, ev)
+	})
+	return changed, err
+}
+
+func (s *Store) revokeGrantTx(ctx context.Context, tx *sqlx.Tx, tenantID, id string, at time.Time, by, reason string) (bool, error) {
+	n, err := s.exec(ctx, tx, `UPDATE grants SET revoked_at = ?, revoked_by = ?, revoke_reason = ?, code_hash = NULL
+		WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL`, micro(at), by, reason, tenantID, id)
+	if err != nil {
+		return false, err
+	}
+	if n == 0 {
+		var one int
+		if err := tx.GetContext(ctx, &one, tx.Rebind(`SELECT 1 FROM grants WHERE tenant_id = ? AND id = ?`), tenantID, id); err != nil {
+			return false, s.mapErr(err)
+		}
+		return false, nil
+	}
+	for _, table := range []string{"tokens", "refresh_tokens"} {
+		if _, err := s.exec(ctx, tx, `UPDATE `+table+` SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL`, micro(at), id); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+const (
+	scopeTenant   = "tenant"
+	scopeEngineer = "engineer"
+)
+
+// Redeem consumes a code with one conditional update; see storage.Store.
+func (s *Store) Redeem(ctx context.Context, p storage.RedeemParams, issue func(storage.Grant) (storage.Issue, error)) (storage.Grant, error) {
+	var g storage.Grant
+	var failure *storage.RedeemFailure
+	engineerKey := p.Engineer.Iss + " " + p.Engineer.Sub // issuer URLs hold no spaces
+	windowStart := micro(p.Now.Add(-p.FailureWindow))
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		failure = nil
+		var count int
+		var start int64
+		err := tx.QueryRowxContext(ctx, tx.Rebind(`SELECT count, window_start FROM redeem_failures WHERE scope = ? AND subject = ?`),
+			scopeEngineer, engineerKey).Scan(&count, &start)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return s.mapErr(err)
+		}
+		if err == nil && count >= p.MaxFailures && start > windowStart {
+			return storage.ErrEngineerLocked
+		}
+
+		now := micro(p.Now)
+		dest, finish := grantDest(&g)
+		err = tx.QueryRowxContext(ctx, tx.Rebind(`UPDATE grants SET code_hash = NULL, redeemed_at = ?,
+				engineer_sub = ?, engineer_iss = ?, engineer_email = ?
+			WHERE tenant_id = ? AND code_hash = ? AND redeemed_at IS NULL AND revoked_at IS NULL
+				AND code_expires_at > ? AND expires_at > ?
+				AND EXISTS (SELECT 1 FROM tenants n WHERE n.id = grants.tenant_id AND n.support_enabled)
+			RETURNING `+strings.ReplaceAll(grantCols, "g.", "")),
+			now, p.Engineer.Sub, p.Engineer.Iss, p.Engineer.Email, p.TenantID, p.CodeHash, now, now).Scan(dest...)
+		if errors.Is(err, sql.ErrNoRows) {
+			failure, err = s.countFailure(ctx, tx, p, engineerKey, windowStart)
+			return err
+		}
+		if err != nil {
+			return s.mapErr(err)
+		}
+		if err := finish(); err != nil {
+			return err
+		}
+		is, err := issue(g)
+		if err != nil {
+			return err
+		}
+		return s.writeIssue(ctx, tx, is)
+	})
+	if err != nil {
+		return storage.Grant{}, err
+	}
+	if failure != nil {
+		return storage.Grant{}, failure
+	}
+	return g, nil
+}
+
+// countFailure records a failed redemption for the engineer and the tenant
+// (if it exists); at the tenant's limit it voids every pending code.
+func (s *Store) countFailure(ctx context.Context, tx *sqlx.Tx, p storage.RedeemParams, engineerKey string, windowStart int64) (*storage.RedeemFailure, error) {
+	f := &storage.RedeemFailure{}
+	if _, err := s.bump(ctx, tx, scopeEngineer, engineerKey, p.Now, windowStart); err != nil {
+		return nil, err
+	}
+	var one int
+	err := tx.GetContext(ctx, &one, tx.Rebind(`SELECT 1 FROM tenants WHERE id = ?`), p.TenantID)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, s.mapErr(err)
+	}
+	if err == nil {
+		n, err := s.bump(ctx, tx, scopeTenant, p.TenantID, p.Now, windowStart)
+		if err != nil {
+			return nil, err
+		}
+		if n >= p.MaxFailures {
+			voided, err := s.exec(ctx, tx, `UPDATE grants SET code_hash = NULL, revoked_at = ?, revoked_by = 'system', revoke_reason = 'lockout'
+				WHERE tenant_id = ? AND code_hash IS NOT NULL`, micro(p.Now), p.TenantID)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := s.exec(ctx, tx, `DELETE FROM redeem_failures WHERE scope = ? AND subject = ?`, scopeTenant, p.TenantID); err != nil {
+				return nil, err
+			}
+			f.Lockout, f.Voided = true, int(voided)
+		}
+	}
+	if err := s.insertAudit(ctx, tx, p.FailureEvent); err != nil {
+		return nil, err
+	}
+	if f.Lockout {
+		ev := p.LockoutEvent
+		ev.Detail = mergeDetail(ev.Detail, map[string]any{"voided_codes": f.Voided})
+		if err := s.insertAudit(ctx, tx, ev); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+func mergeDetail(detail []byte, extra map[string]any) []byte {
+	m := map[string]any{}
+	if len(detail) > 0 {
+		_ = json.Unmarshal(detail, &m)
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// bump increments a failure counter, restarting it when its window has
+// passed, and returns the new count.
+func (s *Store) bump(ctx context.Context, tx *sqlx.Tx, scope, subject string, now time.Time, windowStart int64) (int, error) {
+	var n int
+	err := tx.QueryRowxContext(ctx, tx.Rebind(`INSERT INTO redeem_failures (scope, subject, count, window_start) VALUES (?, ?, 1, ?)
+		ON CONFLICT (scope, subject) DO UPDATE SET
+			count = CASE WHEN redeem_failures.window_start <= ? THEN 1 ELSE redeem_failures.count + 1 END,
+			window_start = CASE WHEN redeem_failures.window_start <= ? THEN excluded.window_start ELSE redeem_failures.window_start END
+		RETURNING count`), scope, subject, micro(now), windowStart, windowStart).Scan(&n)
+	return n, s.mapErr(err)
+}
+
+func (s *Store) writeIssue(ctx context.Context, tx *sqlx.Tx, is storage.Issue) error {
+	t := is.Token
+	if _, err := s.exec(ctx, tx, `INSERT INTO tokens (jti, grant_id, client_id, audience, role, scope, issued_at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, t.JTI, t.GrantID, t.ClientID, t.Audience, t.Role, t.Scope,
+		micro(t.IssuedAt), micro(t.ExpiresAt)); err != nil {
+		return err
+	}
+	if r := is.Refresh; r != nil {
+		if _, err := s.exec(ctx, tx, `INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, issued_at, expires_at)
+			VALUES (?, ?, ?, ?, ?, ?)`, r.Hash, r.GrantID, r.ClientID, r.Audience, micro(r.IssuedAt), micro(r.ExpiresAt)); err != nil {
+			return err
+		}
+	}
+	for _, ev := range is.Events {
+		if err := s.insertAudit(ctx, tx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const refreshCols = `r.hash, r.grant_id, r.client_id, r.audience, r.issued_at, r.expires_at, r.used_at, r.revoked_at`
+
+func scanRefresh(row scanner, r *storage.RefreshToken, more ...any) error {
+	var issued, expires int64
+	var used, revoked sql.NullInt64
+	if err := row.Scan(append([]any{&r.Hash, &r.GrantID, &r.ClientID, &r.Audience, &issued, &expires, &used, &revoked}, more...)...); err != nil {
+		return err
+	}
+	r.IssuedAt, r.ExpiresAt, r.UsedAt, r.RevokedAt = fromMicro(issued), fromMicro(expires), fromNull(used), fromNull(revoked)
+	return nil
+}
+
+// Refresh consumes a refresh token once; see storage.Store.
+func (s *Store) Refresh(ctx context.Context, hash []byte, clientID string, now time.Time, reuse storage.AuditEvent, issue func(storage.Grant, storage.RefreshToken) (storage.Issue, error)) (storage.Grant, error) {
+	var g storage.Grant
+	reused := false
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		reused = false
+		var r storage.RefreshToken
+		err := scanRefresh(tx.QueryRowxContext(ctx, tx.Rebind(`UPDATE refresh_tokens SET used_at = ?
+			WHERE hash = ? AND client_id = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?
+			RETURNING `+strings.ReplaceAll(refreshCols, "r.", "")), micro(now), hash, clientID, micro(now)), &r)
+		if errors.Is(err, sql.ErrNoRows) {
+			// A used token presented again: the family is compromised.
+			var grantID, tenantID string
+			err := tx.QueryRowxContext(ctx, tx.Rebind(`SELECT r.grant_id, g.tenant_id FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id
+				WHERE r.hash = ? AND r.client_id = ? AND r.used_at IS NOT NULL`), hash, clientID).Scan(&grantID, &tenantID)
+			if errors.Is(err, sql.ErrNoRows) {
+				return storage.ErrNotFound
+			}
+			if err != nil {
+				return s.mapErr(err)
+			}
+			changed, err := s.revokeGrantTx(ctx, tx, tenantID, grantID, now, "system", "refresh_token_reuse")
+			if err != nil {
+				return err
+			}
+			if changed {
+				ev := reuse
+				ev.TenantID, ev.Target = tenantID, grantID
+				if err := s.insertAudit(ctx, tx, ev); err != nil {
+					return err
+				}
+			}
+			reused = true
+			return nil
+		}
+		if err != nil {
+			return s.mapErr(err)
+		}
+		g, err = s.scanGrant(tx.QueryRowxContext(ctx, tx.Rebind(`SELECT `+grantCols+` FROM grants g JOIN tenants n ON n.id = g.tenant_id
+			WHERE g.id = ? AND g.revoked_at IS NULL AND g.expires_at > ? AND n.support_enabled`), r.GrantID, micro(now)))
+		if err != nil {
+			return err
+		}
+		is, err := issue(g, r)
+		if err != nil {
+			return err
+		}
+		return s.writeIssue(ctx, tx, is)
+	})
+	if err != nil {
+		return storage.Grant{}, err
+	}
+	if reused {
+		return storage.Grant{}, storage.ErrNotFound
+	}
+	return g, nil
+}
+
+// RefreshGrant returns a refresh token and its grant.
+func (s *Store) RefreshGrant(ctx context.Context, hash []byte) (storage.RefreshToken, storage.Grant, error) {
+	var r storage.RefreshToken
+	var g storage.Grant
+	dest, finish := grantDest(&g)
+	err := scanRefresh(s.read.QueryRowxContext(ctx, s.read.Rebind(`SELECT `+refreshCols+`, `+grantCols+`
+		FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = ?`), hash), &r, dest...)
+	if err != nil {
+		return r, g, s.mapErr(err)
+	}
+	return r, g, finish()
+}
+
+const tokenCols = `t.jti, t.grant_id, t.client_id, t.audience, t.role, t.scope, t.issued_at, t.expires_at, t.revoked_at`
+
+// TokenState reads a token with its grant and tenant toggle in one query.
+func (s *Store) TokenState(ctx context.Context, jti string) (storage.TokenState, error) {
+	var st storage.TokenState
+	t := &st.Token
+	var issued, expires int64
+	var revoked sql.NullInt64
+	gdest, finish := grantDest(&st.Grant)
+	dest := append([]any{&t.JTI, &t.GrantID, &t.ClientID, &t.Audience, &t.Role, &t.Scope, &issued, &expires, &revoked}, gdest...)
+	dest = append(dest, &st.TenantEnabled)
+	if err := s.tokenState.QueryRowxContext(ctx, jti).Scan(dest...); err != nil {
+		return storage.TokenState{}, s.mapErr(err)
+	}
+	t.IssuedAt, t.ExpiresAt, t.RevokedAt = fromMicro(issued), fromMicro(expires), fromNull(revoked)
+	return st, finish()
+}
+
+// RevokeToken revokes one access token.
+func (s *Store) RevokeToken(ctx context.Context, jti string, at time.Time, ev storage.AuditEvent) (bool, error) {
+	var changed bool
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		n, err := s.exec(ctx, tx, `UPDATE tokens SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL`, micro(at), jti)
+		if err != nil {
+			return err
+		}
+		changed = n > 0
+		if !changed {
+			return nil
+		}
+		return s.insertAudit(ctx, tx, ev)
+	})
+	return changed, err
+}
+
+// SigningKeys returns every key that is not retired.
+func (s *Store) SigningKeys(ctx context.Context) ([]storage.SigningKey, error) {
+	rows, err := s.read.QueryxContext(ctx, s.read.Rebind(`SELECT id, algorithm, private_sealed, public_jwk, state, created_at, activated_at, retire_at
+		FROM signing_keys WHERE state <> ? ORDER BY created_at`), storage.KeyRetired)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	defer rows.Close()
+	var out []storage.SigningKey
+	for rows.Next() {
+		var k storage.SigningKey
+		var pub string
+		var created int64
+		var activated, retire sql.NullInt64
+		if err := rows.Scan(&k.ID, &k.Algorithm, &k.PrivateSealed, &pub, &k.State, &created, &activated, &retire); err != nil {
+			return nil, s.mapErr(err)
+		}
+		k.PublicJWK = []byte(pub)
+		k.CreatedAt, k.ActivatedAt, k.RetireAt = fromMicro(created), fromNull(activated), fromNull(retire)
+		out = append(out, k)
+	}
+	return out, s.mapErr(rows.Err())
+}
+
+// AddSigningKey stores a key.
+func (s *Store) AddSigningKey(ctx context.Context, k storage.SigningKey, ev storage.AuditEvent) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := s.exec(ctx, tx, `INSERT INTO signing_keys (id, algorithm, private_sealed, public_jwk, state, created_at, activated_at, retire_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, k.ID, k.Algorithm, k.PrivateSealed, string(k.PublicJWK), k.State,
+			micro(k.CreatedAt), nullMicro(k.ActivatedAt), nullMicro(k.RetireAt)); err != nil {
+			return err
+		}
+		return s.insertAudit(ctx, tx, ev)
+	})
+}
+
+// Audit lists events, newest first.
+func (s *Store) Audit(ctx context.Context, f storage.AuditFilter) ([]storage.AuditEvent, error) {
+	q := `SELECT id, tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256
+		FROM audit_events WHERE tenant_id = ?`
+	args := []any{f.TenantID}
+	if f.ActorType != "" {
+		q += ` AND actor_type = ?`
+		args = append(args, f.ActorType)
+	}
+	if f.Action != "" {
+		q += ` AND action = ?`
+		args = append(args, f.Action)
+	}
+	if !f.Since.IsZero() {
+		q += ` AND at >= ?`
+		args = append(args, micro(f.Since))
+	}
+	if !f.Until.IsZero() {
+		q += ` AND at < ?`
+		args = append(args, micro(f.Until))
+	}
+	if f.BeforeID > 0 {
+		q += ` AND id < ?`
+		args = append(args, f.BeforeID)
+	}
+	limit := f.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	q += fmt.Sprintf(` ORDER BY id DESC LIMIT %d`, limit)
+	rows, err := s.read.QueryxContext(ctx, s.read.Rebind(q), args...)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	defer rows.Close()
+	var out []storage.AuditEvent
+	for rows.Next() {
+		var e storage.AuditEvent
+		var at int64
+		var detail string
+		if err := rows.Scan(&e.ID, &e.TenantID, &at, &e.ActorType, &e.ActorID, &e.ActorIss, &e.Action, &e.Target, &e.Outcome, &detail, &e.PolicySHA256); err != nil {
+			return nil, s.mapErr(err)
+		}
+		e.Time, e.Detail = fromMicro(at), []byte(detail)
+		out = append(out, e)
+	}
+	return out, s.mapErr(rows.Err())
+}

@@ -1,0 +1,273 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors every backend maps its failures to, in one place per driver.
+var (
+	ErrNotFound       = errors.New("storage: not found")
+	ErrAlreadyExists  = errors.New("storage: already exists")
+	ErrSupportOff     = errors.New("storage: tenant support access is off")
+	ErrEngineerLocked = errors.New("storage: engineer locked out after too many failed redemptions")
+	ErrUnavailable    = errors.New("storage: unavailable")
+)
+
+// Actor types recorded in audit events.
+const (
+	ActorTenantAdmin     = "tenant_admin"
+	ActorCustomerUser    = "customer_user"
+	ActorSupportEngineer = "support_engineer"
+	ActorSystem          = "system"
+	ActorClient          = "client"
+)
+
+// Tenant is a customer tenant's support-access setting. A tenant that was
+// never stored has support access off.
+type Tenant struct {
+	ID                  string
+	SupportEnabled      bool
+	AllowNonAdminGrants bool
+	ChangedBy           string
+	ChangedAt           time.Time
+}
+
+// Grant statuses as the API reports them.
+const (
+	StatusPending = "pending" // code not yet redeemed
+	StatusActive  = "active"  // redeemed, in use
+	StatusRevoked = "revoked"
+	StatusExpired = "expired"
+)
+
+// Grant is one customer user's grant of access to the support team.
+type Grant struct {
+	ID            string
+	TenantID      string
+	Role          string
+	Environments  []string
+	Resources     []string
+	Ticket        string
+	GrantedBy     string // the granting user's subject
+	GrantedByIss  string
+	GranterRole   string
+	GranterClaims []byte // JSON snapshot of the granter's token claims, for rules
+	CreatedAt     time.Time
+	ExpiresAt     time.Time
+	CodeHash      []byte // nil once redeemed or voided
+	CodeExpiresAt time.Time
+	RedeemedAt    time.Time // zero: not redeemed
+	EngineerSub   string
+	EngineerIss   string
+	EngineerEmail string
+	RevokedAt     time.Time // zero: not revoked
+	RevokedBy     string
+	RevokeReason  string
+}
+
+// Status derives the grant's status at now.
+func (g *Grant) Status(now time.Time) string {
+	switch {
+	case !g.RevokedAt.IsZero():
+		return StatusRevoked
+	case !now.Before(g.ExpiresAt):
+		return StatusExpired
+	case g.RedeemedAt.IsZero() && !now.Before(g.CodeExpiresAt):
+		return StatusExpired
+	case g.RedeemedAt.IsZero():
+		return StatusPending
+	}
+	return StatusActive
+}
+
+// Token is an issued access token, by its jti.
+type Token struct {
+	JTI       string
+	GrantID   string
+	ClientID  string
+	Audience  string
+	Role      string
+	Scope     string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	RevokedAt time.Time
+}
+
+// RefreshToken is an issued refresh token, by the HMAC of its value.
+type RefreshToken struct {
+	Hash      []byte
+	GrantID   string
+	ClientID  string
+	Audience  string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	UsedAt    time.Time
+	RevokedAt time.Time
+}
+
+// TokenState is everything introspection needs to decide, read in one
+// query: the token, its grant and whether the tenant still allows support.
+type TokenState struct {
+	Token         Token
+	Grant         Grant
+	TenantEnabled bool
+}
+
+// AuditEvent is one audited action. Detail is a JSON object; it never holds
+// codes, tokens or secrets.
+type AuditEvent struct {
+	ID           int64
+	Time         time.Time
+	TenantID     string
+	ActorType    string
+	ActorID      string
+	ActorIss     string
+	Action       string
+	Target       string
+	Outcome      string
+	Detail       []byte
+	PolicySHA256 string
+}
+
+// SigningKey states.
+const (
+	KeyNext     = "next"     // published, not yet signing
+	KeyCurrent  = "current"  // signing
+	KeyPrevious = "previous" // published until RetireAt
+	KeyRetired  = "retired"  // no longer published
+)
+
+// SigningKey is a stored signing key; PrivateSealed is the private key
+// encrypted under the key-encryption key.
+type SigningKey struct {
+	ID            string
+	Algorithm     string
+	PrivateSealed []byte
+	PublicJWK     []byte
+	State         string
+	CreatedAt     time.Time
+	ActivatedAt   time.Time
+	RetireAt      time.Time
+}
+
+// Engineer identifies a support engineer (the actor).
+type Engineer struct {
+	Sub   string
+	Iss   string
+	Email string
+}
+
+// Issue is what a successful redemption or refresh writes, alongside the
+// grant update, in one transaction.
+type Issue struct {
+	Token   Token
+	Refresh *RefreshToken
+	Events  []AuditEvent
+}
+
+// RedeemParams describe one redemption attempt.
+type RedeemParams struct {
+	TenantID    string
+	CodeHash    []byte
+	Engineer    Engineer
+	Now         time.Time
+	MaxFailures int
+	// FailureWindow is how long failures are remembered per engineer.
+	FailureWindow time.Duration
+	// FailureEvent is written when the code does not match; LockoutEvent
+	// too when the failure voids the tenant's pending codes.
+	FailureEvent AuditEvent
+	LockoutEvent AuditEvent
+}
+
+// RedeemFailure reports a redemption that did not match a live code.
+type RedeemFailure struct {
+	// Lockout is true when this failure reached the tenant's limit and
+	// voided every pending code of the tenant.
+	Lockout bool
+	Voided  int
+}
+
+func (f *RedeemFailure) Error() string { return "storage: no live code matches" }
+
+// Is makes errors.Is(err, ErrNotFound) true for a failed redemption.
+func (f *RedeemFailure) Is(target error) bool { return target == ErrNotFound }
+
+// GrantFilter selects grants for listing.
+type GrantFilter struct {
+	TenantID  string
+	GrantedBy string // "": all users' grants
+	Status    string // "active", "inactive" or "all"
+	Now       time.Time
+	Limit     int
+}
+
+// AuditFilter selects audit events, newest first.
+type AuditFilter struct {
+	TenantID  string
+	ActorType string
+	Action    string
+	Since     time.Time
+	Until     time.Time
+	BeforeID  int64 // pagination: only events with a smaller id
+	Limit     int
+}
+
+// Store is the persistence the broker needs. Every method that changes
+// state takes the audit events to write in the same transaction.
+type Store interface {
+	// Ping reports whether the database answers.
+	Ping(ctx context.Context) error
+	Close() error
+
+	// Tenant returns a tenant's setting; ErrNotFound if never set.
+	Tenant(ctx context.Context, id string) (Tenant, error)
+	// SetSupportAccess stores t; turning support off revokes every live
+	// grant, its tokens and pending codes of the tenant, returning how many
+	// grants it ended.
+	SetSupportAccess(ctx context.Context, t Tenant, ev AuditEvent) (int, error)
+
+	// CreateGrant stores g; ErrSupportOff if the tenant's support access is
+	// off, ErrAlreadyExists if its code collides with a live code.
+	CreateGrant(ctx context.Context, g Grant, ev AuditEvent) error
+	// Grant returns one grant of a tenant.
+	Grant(ctx context.Context, tenantID, id string) (Grant, error)
+	// Grants lists grants, newest first.
+	Grants(ctx context.Context, f GrantFilter) ([]Grant, error)
+	// RevokeGrant ends a grant and its tokens; false if it was already
+	// revoked (idempotent).
+	RevokeGrant(ctx context.Context, tenantID, id string, at time.Time, by, reason string, ev AuditEvent) (bool, error)
+
+	// Redeem consumes the live code p.CodeHash of p.TenantID for
+	// p.Engineer with one conditional update, calls issue with the bound
+	// grant, and writes what it returns in the same transaction. If issue
+	// fails nothing is written. A code that matches nothing counts a
+	// failure and returns *RedeemFailure; an engineer past the limit gets
+	// ErrEngineerLocked and changes nothing.
+	Redeem(ctx context.Context, p RedeemParams, issue func(Grant) (Issue, error)) (Grant, error)
+
+	// Refresh consumes a live refresh token (single use) and writes what
+	// issue returns. A token already used revokes its grant (reuse
+	// detection, RFC 9700 §4.14.2) and returns ErrNotFound.
+	Refresh(ctx context.Context, hash []byte, clientID string, now time.Time, reuse AuditEvent, issue func(Grant, RefreshToken) (Issue, error)) (Grant, error)
+	// RefreshGrant returns the grant of a refresh token issued to clientID.
+	RefreshGrant(ctx context.Context, hash []byte) (RefreshToken, Grant, error)
+
+	// TokenState reads a token with its grant and tenant toggle.
+	TokenState(ctx context.Context, jti string) (TokenState, error)
+	// RevokeToken revokes one access token; false if already revoked.
+	RevokeToken(ctx context.Context, jti string, at time.Time, ev AuditEvent) (bool, error)
+
+	// SigningKeys returns every stored key that is not retired.
+	SigningKeys(ctx context.Context) ([]SigningKey, error)
+	// AddSigningKey stores a key; ErrAlreadyExists if a key of the same
+	// state "current" exists and k is current too.
+	AddSigningKey(ctx context.Context, k SigningKey, ev AuditEvent) error
+
+	// AppendAudit writes an event that belongs to no other change.
+	AppendAudit(ctx context.Context, ev AuditEvent) error
+	// Audit lists events, newest first.
+	Audit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+}

@@ -1,0 +1,529 @@
+// Package storetest is the conformance suite every storage.Store backend
+// must pass; SQLite and PostgreSQL run the very same tests.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/actas/actas/storage"
+)
+
+// Run runs the suite; open returns a fresh, empty, migrated store.
+func Run(t *testing.T, open func(t *testing.T) storage.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s storage.Store)
+	}{
+		{"tenant/default off and toggle", testTenantToggle},
+		{"grant/requires support on", testGrantRequiresSupport},
+		{"grant/code collision", testCodeCollision},
+		{"grant/list and status", testGrantList},
+		{"redeem/once", testRedeemOnce},
+		{"redeem/issue failure writes nothing", testRedeemIssueFailure},
+		{"redeem/expired code and other tenant", testRedeemExpiredAndOtherTenant},
+		{"redeem/tenant lockout voids codes", testTenantLockout},
+		{"redeem/engineer lockout", testEngineerLockout},
+		{"redeem/concurrent exactly one", testConcurrentRedeem},
+		{"revoke/grant idempotent ends tokens", testRevokeGrant},
+		{"revoke/toggle off ends tokens", testToggleOffEndsTokens},
+		{"revoke/token", testRevokeToken},
+		{"refresh/rotation and reuse", testRefresh},
+		{"keys/add and list", testKeys},
+		{"audit/filter and page", testAudit},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t)
+			tc.fn(t, s)
+		})
+	}
+}
+
+var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+func ev(tenant, action string) storage.AuditEvent {
+	return storage.AuditEvent{Time: t0, TenantID: tenant, ActorType: storage.ActorSystem, ActorID: "test", Action: action, Target: tenant, Outcome: "success"}
+}
+
+func randID(prefix string) string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return fmt.Sprintf("%s%x", prefix, b)
+}
+
+func enable(t *testing.T, s storage.Store, tenant string) {
+	t.Helper()
+	if _, err := s.SetSupportAccess(context.Background(), storage.Tenant{ID: tenant, SupportEnabled: true, ChangedBy: "admin", ChangedAt: t0}, ev(tenant, "support_access.enable")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newGrant(tenant, code string) storage.Grant {
+	return storage.Grant{
+		ID: randID("grt_"), TenantID: tenant, Role: "manage", Environments: []string{"production"},
+		Resources: []string{"ws-1"}, Ticket: "ZD-1", GrantedBy: "user-1", GrantedByIss: "https://customer",
+		GranterRole: "admin", GranterClaims: []byte(`{"plan":"enterprise"}`),
+		CreatedAt: t0, ExpiresAt: t0.Add(24 * time.Hour),
+		CodeHash: []byte("hash-" + code), CodeExpiresAt: t0.Add(time.Hour),
+	}
+}
+
+func mustCreate(t *testing.T, s storage.Store, g storage.Grant) storage.Grant {
+	t.Helper()
+	if err := s.CreateGrant(context.Background(), g, ev(g.TenantID, "grant.create")); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func redeemParams(tenant, code, engineer string, now time.Time) storage.RedeemParams {
+	return storage.RedeemParams{
+		TenantID: tenant, CodeHash: []byte("hash-" + code),
+		Engineer: storage.Engineer{Sub: engineer, Iss: "https://support", Email: engineer + "@support"},
+		Now:      now, MaxFailures: 3, FailureWindow: time.Hour,
+		FailureEvent: ev(tenant, "grant.redeem_failed"), LockoutEvent: ev(tenant, "tenant.lockout"),
+	}
+}
+
+func issueFor(clientID string, now time.Time) func(storage.Grant) (storage.Issue, error) {
+	return func(g storage.Grant) (storage.Issue, error) {
+		return storage.Issue{
+			Token: storage.Token{JTI: randID("jti_"), GrantID: g.ID, ClientID: clientID, Audience: "product", Role: g.Role, Scope: "read", IssuedAt: now, ExpiresAt: now.Add(15 * time.Minute)},
+			Refresh: &storage.RefreshToken{Hash: []byte(randID("rt_")), GrantID: g.ID, ClientID: clientID, Audience: "product",
+				IssuedAt: now, ExpiresAt: now.Add(12 * time.Hour)},
+			Events: []storage.AuditEvent{ev(g.TenantID, "grant.redeem"), ev(g.TenantID, "token.issue")},
+		}, nil
+	}
+}
+
+// redeem redeems and returns the issued token's jti and refresh hash.
+func redeem(t *testing.T, s storage.Store, p storage.RedeemParams) (storage.Grant, storage.Issue) {
+	t.Helper()
+	var got storage.Issue
+	g, err := s.Redeem(context.Background(), p, func(g storage.Grant) (storage.Issue, error) {
+		is, err := issueFor("cli", p.Now)(g)
+		got = is
+		return is, err
+	})
+	if err != nil {
+		t.Fatalf("redeem: %v", err)
+	}
+	return g, got
+}
+
+func testTenantToggle(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	if _, err := s.Tenant(ctx, "acme"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("unknown tenant: got %v, want ErrNotFound", err)
+	}
+	enable(t, s, "acme")
+	tn, err := s.Tenant(ctx, "acme")
+	if err != nil || !tn.SupportEnabled || tn.AllowNonAdminGrants || tn.ChangedBy != "admin" || !tn.ChangedAt.Equal(t0) {
+		t.Fatalf("tenant = %+v, %v", tn, err)
+	}
+	if _, err := s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: true, AllowNonAdminGrants: true, ChangedBy: "b", ChangedAt: t0.Add(time.Minute)}, ev("acme", "support_access.update")); err != nil {
+		t.Fatal(err)
+	}
+	tn, _ = s.Tenant(ctx, "acme")
+	if !tn.AllowNonAdminGrants || tn.ChangedBy != "b" {
+		t.Fatalf("update not stored: %+v", tn)
+	}
+}
+
+func testGrantRequiresSupport(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	if err := s.CreateGrant(ctx, newGrant("acme", "111111"), ev("acme", "grant.create")); !errors.Is(err, storage.ErrSupportOff) {
+		t.Fatalf("unknown tenant: got %v, want ErrSupportOff", err)
+	}
+	enable(t, s, "acme")
+	s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: false, ChangedBy: "a", ChangedAt: t0}, ev("acme", "support_access.disable"))
+	if err := s.CreateGrant(ctx, newGrant("acme", "111111"), ev("acme", "grant.create")); !errors.Is(err, storage.ErrSupportOff) {
+		t.Fatalf("disabled tenant: got %v, want ErrSupportOff", err)
+	}
+	n := auditCount(t, s, "acme", "grant.create")
+	if n != 0 {
+		t.Fatalf("refused grants left %d audit events", n)
+	}
+}
+
+func testCodeCollision(t *testing.T, s storage.Store) {
+	enable(t, s, "acme")
+	enable(t, s, "other")
+	mustCreate(t, s, newGrant("acme", "123456"))
+	err := s.CreateGrant(context.Background(), newGrant("acme", "123456"), ev("acme", "grant.create"))
+	if !errors.Is(err, storage.ErrAlreadyExists) {
+		t.Fatalf("same live code: got %v, want ErrAlreadyExists", err)
+	}
+	mustCreate(t, s, newGrant("other", "123456")) // another tenant may hold the same code
+}
+
+func testGrantList(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	a := mustCreate(t, s, newGrant("acme", "000001"))
+	b := newGrant("acme", "000002")
+	b.GrantedBy = "user-2"
+	b.CreatedAt = t0.Add(time.Second)
+	mustCreate(t, s, b)
+	c := newGrant("acme", "000003")
+	c.CreatedAt = t0.Add(2 * time.Second)
+	mustCreate(t, s, c)
+	if _, err := s.RevokeGrant(ctx, "acme", c.ID, t0, "user-1", "terminated", ev("acme", "grant.revoke")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		f    storage.GrantFilter
+		want []string
+	}{
+		{storage.GrantFilter{TenantID: "acme", Status: "all", Now: t0}, []string{c.ID, b.ID, a.ID}},
+		{storage.GrantFilter{TenantID: "acme", Status: "active", Now: t0}, []string{b.ID, a.ID}},
+		{storage.GrantFilter{TenantID: "acme", Status: "inactive", Now: t0}, []string{c.ID}},
+		{storage.GrantFilter{TenantID: "acme", GrantedBy: "user-2", Status: "all", Now: t0}, []string{b.ID}},
+		// after the codes' window every unredeemed grant is inactive
+		{storage.GrantFilter{TenantID: "acme", Status: "active", Now: t0.Add(2 * time.Hour)}, nil},
+		{storage.GrantFilter{TenantID: "other", Status: "all", Now: t0}, nil},
+	} {
+		got, err := s.Grants(ctx, tc.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, g := range got {
+			ids = append(ids, g.ID)
+		}
+		if fmt.Sprint(ids) != fmt.Sprint(tc.want) {
+			t.Errorf("%+v: got %v, want %v", tc.f, ids, tc.want)
+		}
+	}
+	g, err := s.Grant(ctx, "acme", a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Role != "manage" || fmt.Sprint(g.Environments) != "[production]" || fmt.Sprint(g.Resources) != "[ws-1]" ||
+		g.Ticket != "ZD-1" || string(g.GranterClaims) != `{"plan":"enterprise"}` || !g.ExpiresAt.Equal(a.ExpiresAt) ||
+		g.Status(t0) != storage.StatusPending {
+		t.Fatalf("grant round trip: %+v", g)
+	}
+	if _, err := s.Grant(ctx, "other", a.ID); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("grant of another tenant: got %v, want ErrNotFound", err)
+	}
+}
+
+func testRedeemOnce(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	mustCreate(t, s, newGrant("acme", "424242"))
+	now := t0.Add(time.Minute)
+	g, is := redeem(t, s, redeemParams("acme", "424242", "eng-1", now))
+	if g.EngineerSub != "eng-1" || g.EngineerEmail != "eng-1@support" || !g.RedeemedAt.Equal(now) || g.CodeHash != nil || g.Status(now) != storage.StatusActive {
+		t.Fatalf("bound grant = %+v", g)
+	}
+	st, err := s.TokenState(ctx, is.Token.JTI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Grant.ID != g.ID || !st.TenantEnabled || st.Token.Role != "manage" || !st.Token.RevokedAt.IsZero() || st.Grant.EngineerSub != "eng-1" {
+		t.Fatalf("token state = %+v", st)
+	}
+	_, err = s.Redeem(ctx, redeemParams("acme", "424242", "eng-2", now), issueFor("cli", now))
+	var rf *storage.RedeemFailure
+	if !errors.As(err, &rf) || !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("second redemption: got %v, want RedeemFailure", err)
+	}
+	if n := auditCount(t, s, "acme", "grant.redeem_failed"); n != 1 {
+		t.Fatalf("failure events = %d, want 1", n)
+	}
+}
+
+func testRedeemIssueFailure(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	g := mustCreate(t, s, newGrant("acme", "555555"))
+	boom := errors.New("policy says no")
+	_, err := s.Redeem(ctx, redeemParams("acme", "555555", "eng-1", t0), func(storage.Grant) (storage.Issue, error) { return storage.Issue{}, boom })
+	if !errors.Is(err, boom) {
+		t.Fatalf("got %v, want the issue error", err)
+	}
+	got, _ := s.Grant(ctx, "acme", g.ID)
+	if !got.RedeemedAt.IsZero() || got.CodeHash == nil {
+		t.Fatalf("a refused redemption changed the grant: %+v", got)
+	}
+	redeem(t, s, redeemParams("acme", "555555", "eng-1", t0)) // still redeemable
+}
+
+func testRedeemExpiredAndOtherTenant(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	enable(t, s, "other")
+	mustCreate(t, s, newGrant("acme", "777777"))
+	for name, p := range map[string]storage.RedeemParams{
+		"code window passed": redeemParams("acme", "777777", "eng-1", t0.Add(time.Hour)),
+		"other tenant":       redeemParams("other", "777777", "eng-1", t0),
+		"unknown tenant":     redeemParams("nobody", "777777", "eng-1", t0),
+	} {
+		if _, err := s.Redeem(ctx, p, issueFor("cli", p.Now)); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("%s: got %v, want ErrNotFound", name, err)
+		}
+	}
+}
+
+func testTenantLockout(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	live := mustCreate(t, s, newGrant("acme", "100001"))
+	var rf *storage.RedeemFailure
+	for i := 0; i < 3; i++ {
+		// different engineers so that only the tenant counter reaches the limit
+		_, err := s.Redeem(ctx, redeemParams("acme", fmt.Sprintf("99999%d", i), fmt.Sprintf("eng-%d", i), t0), issueFor("cli", t0))
+		if !errors.As(err, &rf) {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+		if rf.Lockout != (i == 2) {
+			t.Fatalf("attempt %d: lockout = %v", i, rf.Lockout)
+		}
+	}
+	if rf.Voided != 1 {
+		t.Fatalf("voided = %d, want 1", rf.Voided)
+	}
+	g, _ := s.Grant(ctx, "acme", live.ID)
+	if g.Status(t0) != storage.StatusRevoked || g.CodeHash != nil || g.RevokeReason != "lockout" {
+		t.Fatalf("pending grant after lockout = %+v", g)
+	}
+	if _, err := s.Redeem(ctx, redeemParams("acme", "100001", "eng-9", t0), issueFor("cli", t0)); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("voided code redeemed: %v", err)
+	}
+	if n := auditCount(t, s, "acme", "tenant.lockout"); n != 1 {
+		t.Fatalf("lockout events = %d, want 1", n)
+	}
+}
+
+func testEngineerLockout(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	for i, tenant := range []string{"t1", "t2", "t3"} { // unknown tenants: only the engineer counts
+		if _, err := s.Redeem(ctx, redeemParams(tenant, "000000", "eng-x", t0), issueFor("cli", t0)); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	g := newGrant("acme", "246810")
+	g.CodeExpiresAt = t0.Add(3 * time.Hour)
+	mustCreate(t, s, g)
+	if _, err := s.Redeem(ctx, redeemParams("acme", "246810", "eng-x", t0), issueFor("cli", t0)); !errors.Is(err, storage.ErrEngineerLocked) {
+		t.Fatalf("locked engineer: got %v, want ErrEngineerLocked", err)
+	}
+	redeem(t, s, redeemParams("acme", "246810", "eng-x", t0.Add(2*time.Hour))) // the window passed
+}
+
+func testConcurrentRedeem(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	mustCreate(t, s, newGrant("acme", "314159"))
+	const n = 64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins, losses := 0, 0
+	var other []error
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			p := redeemParams("acme", "314159", fmt.Sprintf("eng-%d", i), t0)
+			p.MaxFailures = 1000
+			_, err := s.Redeem(ctx, p, issueFor("cli", t0))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				wins++
+			case errors.Is(err, storage.ErrNotFound):
+				losses++
+			default:
+				other = append(other, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if wins != 1 || losses != n-1 || len(other) > 0 {
+		t.Fatalf("wins=%d losses=%d errors=%v; want exactly one win", wins, losses, other)
+	}
+	if c := auditCount(t, s, "acme", "token.issue"); c != 1 {
+		t.Fatalf("token.issue events = %d, want 1", c)
+	}
+}
+
+func testRevokeGrant(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	mustCreate(t, s, newGrant("acme", "888888"))
+	g, is := redeem(t, s, redeemParams("acme", "888888", "eng-1", t0))
+	changed, err := s.RevokeGrant(ctx, "acme", g.ID, t0.Add(time.Minute), "user-1", "terminated", ev("acme", "grant.revoke"))
+	if err != nil || !changed {
+		t.Fatalf("revoke: %v %v", changed, err)
+	}
+	changed, err = s.RevokeGrant(ctx, "acme", g.ID, t0.Add(2*time.Minute), "user-1", "terminated", ev("acme", "grant.revoke"))
+	if err != nil || changed {
+		t.Fatalf("second revoke: changed=%v err=%v, want false, nil", changed, err)
+	}
+	if _, err := s.RevokeGrant(ctx, "other", g.ID, t0, "x", "y", ev("other", "grant.revoke")); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("revoke from another tenant: %v", err)
+	}
+	st, _ := s.TokenState(ctx, is.Token.JTI)
+	if st.Token.RevokedAt.IsZero() || st.Grant.RevokedAt.IsZero() {
+		t.Fatalf("token still live after grant revoke: %+v", st)
+	}
+	if _, err := s.Refresh(ctx, is.Refresh.Hash, "cli", t0.Add(3*time.Minute), ev("acme", "refresh.reuse"), refreshIssue(t0)); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("refresh after revoke: %v", err)
+	}
+	if n := auditCount(t, s, "acme", "grant.revoke"); n != 1 {
+		t.Fatalf("revoke events = %d, want 1 (idempotent repeat writes none)", n)
+	}
+}
+
+func testToggleOffEndsTokens(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	mustCreate(t, s, newGrant("acme", "121212"))
+	pending := mustCreate(t, s, newGrant("acme", "343434"))
+	_, is := redeem(t, s, redeemParams("acme", "121212", "eng-1", t0))
+	n, err := s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: false, ChangedBy: "admin", ChangedAt: t0.Add(time.Minute)}, ev("acme", "support_access.disable"))
+	if err != nil || n != 2 {
+		t.Fatalf("toggle off ended %d grants (%v), want 2", n, err)
+	}
+	st, _ := s.TokenState(ctx, is.Token.JTI)
+	if st.TenantEnabled || st.Token.RevokedAt.IsZero() {
+		t.Fatalf("token live after toggle off: %+v", st)
+	}
+	enable(t, s, "acme")
+	if _, err := s.Redeem(ctx, redeemParams("acme", "343434", "eng-1", t0.Add(2*time.Minute)), issueFor("cli", t0)); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("a code from before toggle-off redeemed after re-enable: %v", err)
+	}
+	g, _ := s.Grant(ctx, "acme", pending.ID)
+	if g.Status(t0) != storage.StatusRevoked {
+		t.Fatalf("pending grant after toggle off: %s", g.Status(t0))
+	}
+}
+
+func testRevokeToken(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	mustCreate(t, s, newGrant("acme", "565656"))
+	g, is := redeem(t, s, redeemParams("acme", "565656", "eng-1", t0))
+	if ok, err := s.RevokeToken(ctx, is.Token.JTI, t0, ev("acme", "token.revoke")); !ok || err != nil {
+		t.Fatalf("revoke token: %v %v", ok, err)
+	}
+	if ok, err := s.RevokeToken(ctx, is.Token.JTI, t0, ev("acme", "token.revoke")); ok || err != nil {
+		t.Fatalf("second revoke: %v %v", ok, err)
+	}
+	if ok, err := s.RevokeToken(ctx, "no-such-jti", t0, ev("acme", "token.revoke")); ok || err != nil {
+		t.Fatalf("unknown jti: %v %v", ok, err)
+	}
+	if _, err := s.TokenState(ctx, "no-such-jti"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("unknown jti state: %v", err)
+	}
+	cur, _ := s.Grant(ctx, "acme", g.ID)
+	if !cur.RevokedAt.IsZero() {
+		t.Fatal("revoking one access token ended the grant")
+	}
+}
+
+func refreshIssue(now time.Time) func(storage.Grant, storage.RefreshToken) (storage.Issue, error) {
+	return func(g storage.Grant, r storage.RefreshToken) (storage.Issue, error) {
+		is, err := issueFor(r.ClientID, now)(g)
+		is.Refresh.Hash = []byte(randID("rt2_"))
+		return is, err
+	}
+}
+
+func testRefresh(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	mustCreate(t, s, newGrant("acme", "676767"))
+	g, is := redeem(t, s, redeemParams("acme", "676767", "eng-1", t0))
+	if _, err := s.Refresh(ctx, is.Refresh.Hash, "other-client", t0, ev("acme", "refresh.reuse"), refreshIssue(t0)); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("refresh by another client: %v", err)
+	}
+	rt, rg, err := s.RefreshGrant(ctx, is.Refresh.Hash)
+	if err != nil || rg.ID != g.ID || rt.ClientID != "cli" {
+		t.Fatalf("refresh lookup: %+v %v", rt, err)
+	}
+	got, err := s.Refresh(ctx, is.Refresh.Hash, "cli", t0.Add(time.Minute), ev("acme", "refresh.reuse"), refreshIssue(t0))
+	if err != nil || got.ID != g.ID {
+		t.Fatalf("refresh: %v", err)
+	}
+	// reuse of the consumed token ends the whole grant
+	if _, err := s.Refresh(ctx, is.Refresh.Hash, "cli", t0.Add(2*time.Minute), ev("acme", "refresh.reuse"), refreshIssue(t0)); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("reuse: %v", err)
+	}
+	cur, _ := s.Grant(ctx, "acme", g.ID)
+	if cur.RevokeReason != "refresh_token_reuse" {
+		t.Fatalf("grant after refresh reuse: %+v", cur)
+	}
+	if n := auditCount(t, s, "acme", "refresh.reuse"); n != 1 {
+		t.Fatalf("reuse events = %d", n)
+	}
+}
+
+func testKeys(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	k := storage.SigningKey{ID: "k1", Algorithm: "ES256", PrivateSealed: []byte{1, 2, 3}, PublicJWK: []byte(`{"kty":"EC"}`), State: storage.KeyCurrent, CreatedAt: t0, ActivatedAt: t0}
+	if err := s.AddSigningKey(ctx, k, ev("", "key.create")); err != nil {
+		t.Fatal(err)
+	}
+	k2 := k
+	k2.ID = "k2"
+	if err := s.AddSigningKey(ctx, k2, ev("", "key.create")); !errors.Is(err, storage.ErrAlreadyExists) {
+		t.Fatalf("second current key: got %v, want ErrAlreadyExists", err)
+	}
+	keys, err := s.SigningKeys(ctx)
+	if err != nil || len(keys) != 1 || keys[0].ID != "k1" || string(keys[0].PrivateSealed) != "\x01\x02\x03" || !keys[0].ActivatedAt.Equal(t0) || !keys[0].RetireAt.IsZero() {
+		t.Fatalf("keys = %+v, %v", keys, err)
+	}
+}
+
+func auditCount(t *testing.T, s storage.Store, tenant, action string) int {
+	t.Helper()
+	evs, err := s.Audit(context.Background(), storage.AuditFilter{TenantID: tenant, Action: action, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(evs)
+}
+
+func testAudit(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	for i := 0; i < 5; i++ {
+		e := ev("acme", "grant.create")
+		e.Time = t0.Add(time.Duration(i) * time.Minute)
+		if i%2 == 0 {
+			e.ActorType = storage.ActorTenantAdmin
+		}
+		e.Detail = []byte(fmt.Sprintf(`{"i":%d}`, i))
+		if err := s.AppendAudit(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.AppendAudit(ctx, ev("other", "grant.create"))
+	all, err := s.Audit(ctx, storage.AuditFilter{TenantID: "acme"})
+	if err != nil || len(all) != 5 || string(all[0].Detail) != `{"i":4}` {
+		t.Fatalf("audit = %d events (%v), newest first expected", len(all), err)
+	}
+	admins, _ := s.Audit(ctx, storage.AuditFilter{TenantID: "acme", ActorType: storage.ActorTenantAdmin})
+	if len(admins) != 3 {
+		t.Fatalf("actor filter: %d", len(admins))
+	}
+	window, _ := s.Audit(ctx, storage.AuditFilter{TenantID: "acme", Since: t0.Add(time.Minute), Until: t0.Add(3 * time.Minute)})
+	if len(window) != 2 {
+		t.Fatalf("time filter: %d", len(window))
+	}
+	page1, _ := s.Audit(ctx, storage.AuditFilter{TenantID: "acme", Limit: 2})
+	page2, _ := s.Audit(ctx, storage.AuditFilter{TenantID: "acme", Limit: 2, BeforeID: page1[1].ID})
+	if len(page1) != 2 || len(page2) != 2 || page2[0].ID >= page1[1].ID {
+		t.Fatalf("pagination broken: %v %v", page1, page2)
+	}
+}
