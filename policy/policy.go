@@ -40,8 +40,8 @@ type roleSpec struct {
 type grantsSpec struct {
 	DefaultTTL   *strictyaml.Duration `yaml:"default_ttl"`
 	MaxTTL       *strictyaml.Duration `yaml:"max_ttl"`
-	GranterRoles []string            `yaml:"granter_roles"`
-	Code         codeSpec            `yaml:"code"`
+	GranterRoles []string             `yaml:"granter_roles"`
+	Code         codeSpec             `yaml:"code"`
 }
 
 type codeSpec struct {

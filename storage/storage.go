@@ -101,6 +101,8 @@ type RefreshToken struct {
 	GrantID   string
 	ClientID  string
 	Audience  string
+	Role      string // the effective role of the tokens it was issued with
+	Scope     string
 	IssuedAt  time.Time
 	ExpiresAt time.Time
 	UsedAt    time.Time

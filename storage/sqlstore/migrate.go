@@ -67,6 +67,8 @@ var migrations = []migration{
 			grant_id TEXT NOT NULL REFERENCES grants (id),
 			client_id TEXT NOT NULL,
 			audience TEXT NOT NULL,
+			role TEXT NOT NULL,
+			scope TEXT NOT NULL,
 			issued_at BIGINT NOT NULL,
 			expires_at BIGINT NOT NULL,
 			used_at BIGINT,

@@ -625,8 +625,8 @@ func (s *Store) writeIssue(ctx context.Context, tx *sqlx.Tx, is storage.Issue) e
 		return err
 	}
 	if r := is.Refresh; r != nil {
-		if _, err := s.exec(ctx, tx, `INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, issued_at, expires_at)
-			VALUES (?, ?, ?, ?, ?, ?)`, r.Hash, r.GrantID, r.ClientID, r.Audience, micro(r.IssuedAt), micro(r.ExpiresAt)); err != nil {
+		if _, err := s.exec(ctx, tx, `INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, role, scope, issued_at, expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, r.Hash, r.GrantID, r.ClientID, r.Audience, r.Role, r.Scope, micro(r.IssuedAt), micro(r.ExpiresAt)); err != nil {
 			return err
 		}
 	}
@@ -638,12 +638,12 @@ func (s *Store) writeIssue(ctx context.Context, tx *sqlx.Tx, is storage.Issue) e
 	return nil
 }
 
-const refreshCols = `r.hash, r.grant_id, r.client_id, r.audience, r.issued_at, r.expires_at, r.used_at, r.revoked_at`
+const refreshCols = `r.hash, r.grant_id, r.client_id, r.audience, r.role, r.scope, r.issued_at, r.expires_at, r.used_at, r.revoked_at`
 
 func scanRefresh(row scanner, r *storage.RefreshToken, more ...any) error {
 	var issued, expires int64
 	var used, revoked sql.NullInt64
-	if err := row.Scan(append([]any{&r.Hash, &r.GrantID, &r.ClientID, &r.Audience, &issued, &expires, &used, &revoked}, more...)...); err != nil {
+	if err := row.Scan(append([]any{&r.Hash, &r.GrantID, &r.ClientID, &r.Audience, &r.Role, &r.Scope, &issued, &expires, &used, &revoked}, more...)...); err != nil {
 		return err
 	}
 	r.IssuedAt, r.ExpiresAt, r.UsedAt, r.RevokedAt = fromMicro(issued), fromMicro(expires), fromNull(used), fromNull(revoked)

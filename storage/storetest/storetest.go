@@ -95,7 +95,7 @@ func issueFor(clientID string, now time.Time) func(storage.Grant) (storage.Issue
 	return func(g storage.Grant) (storage.Issue, error) {
 		return storage.Issue{
 			Token: storage.Token{JTI: randID("jti_"), GrantID: g.ID, ClientID: clientID, Audience: "product", Role: g.Role, Scope: "read", IssuedAt: now, ExpiresAt: now.Add(15 * time.Minute)},
-			Refresh: &storage.RefreshToken{Hash: []byte(randID("rt_")), GrantID: g.ID, ClientID: clientID, Audience: "product",
+			Refresh: &storage.RefreshToken{Hash: []byte(randID("rt_")), GrantID: g.ID, ClientID: clientID, Audience: "product", Role: g.Role, Scope: "read",
 				IssuedAt: now, ExpiresAt: now.Add(12 * time.Hour)},
 			Events: []storage.AuditEvent{ev(g.TenantID, "grant.redeem"), ev(g.TenantID, "token.issue")},
 		}, nil
@@ -449,7 +449,7 @@ func testRefresh(t *testing.T, s storage.Store) {
 		t.Fatalf("refresh by another client: %v", err)
 	}
 	rt, rg, err := s.RefreshGrant(ctx, is.Refresh.Hash)
-	if err != nil || rg.ID != g.ID || rt.ClientID != "cli" {
+	if err != nil || rg.ID != g.ID || rt.ClientID != "cli" || rt.Role != "manage" || rt.Scope != "read" {
 		t.Fatalf("refresh lookup: %+v %v", rt, err)
 	}
 	got, err := s.Refresh(ctx, is.Refresh.Hash, "cli", t0.Add(time.Minute), ev("acme", "refresh.reuse"), refreshIssue(t0))

@@ -1,0 +1,128 @@
+package broker
+
+import (
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+)
+
+// MinSecretBytes is the smallest root secret accepted.
+const MinSecretBytes = 32
+
+// Secrets are the keys derived from the root secret, one HKDF label each.
+type Secrets struct {
+	code    []byte // HMAC key for support codes
+	refresh []byte // HMAC key for refresh tokens
+	kek     []byte // key-encryption key for signing keys in storage
+	cursor  []byte // HMAC key for audit pagination cursors
+}
+
+// DeriveSecrets derives every per-use key from root (HKDF-SHA256, RFC 5869).
+func DeriveSecrets(root []byte) (Secrets, error) {
+	if len(root) < MinSecretBytes {
+		return Secrets{}, fmt.Errorf("the root secret must be at least %d bytes", MinSecretBytes)
+	}
+	derive := func(label string) ([]byte, error) {
+		return hkdf.Key(sha256.New, root, nil, "actas/v1/"+label, 32)
+	}
+	var s Secrets
+	var err error
+	for _, d := range []struct {
+		dst   *[]byte
+		label string
+	}{{&s.code, "support-code"}, {&s.refresh, "refresh-token"}, {&s.kek, "key-encryption"}, {&s.cursor, "audit-cursor"}} {
+		if *d.dst, err = derive(d.label); err != nil {
+			return Secrets{}, err
+		}
+	}
+	return s, nil
+}
+
+func mac(key []byte, parts ...string) []byte {
+	m := hmac.New(sha256.New, key)
+	for _, p := range parts {
+		// length-prefix each part so that ("ab","c") and ("a","bc") differ
+		fmt.Fprintf(m, "%d:%s", len(p), p)
+	}
+	return m.Sum(nil)
+}
+
+// codeHash binds a support code to its tenant.
+func (s Secrets) codeHash(tenant, code string) []byte { return mac(s.code, tenant, code) }
+
+// refreshHash is the stored form of a refresh token.
+func (s Secrets) refreshHash(token string) []byte { return mac(s.refresh, token) }
+
+// LoadRootSecret finds the root secret: the environment variable
+// ACTAS_SECRET_KEY, else secretFile, else (SQLite only, when allowCreate)
+// a key file beside the database, created 0600 on first start.
+func LoadRootSecret(envValue, secretFile, createPath string) ([]byte, error) {
+	if envValue != "" {
+		return decodeSecret(envValue, "ACTAS_SECRET_KEY")
+	}
+	if secretFile != "" {
+		return readSecretFile(secretFile)
+	}
+	if createPath == "" {
+		return nil, errors.New("no root secret: set ACTAS_SECRET_KEY or secret_key_file")
+	}
+	b, err := readSecretFile(createPath)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return b, err
+	}
+	secret := make([]byte, MinSecretBytes)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(createPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return readSecretFile(createPath) // another process created it first
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating root secret file: %w", err)
+	}
+	if _, err := f.WriteString(base64.StdEncoding.EncodeToString(secret) + "\n"); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return secret, f.Close()
+}
+
+func readSecretFile(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("root secret file %s is readable by others (mode %v): chmod 600 it", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return decodeSecret(string(b), path)
+}
+
+func decodeSecret(s, from string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			if len(b) < MinSecretBytes {
+				return nil, fmt.Errorf("root secret from %s is %d bytes; at least %d are required", from, len(b), MinSecretBytes)
+			}
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("root secret from %s is not base64", from)
+}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/actas/actas/broker"
+	"github.com/actas/actas/config"
+	"github.com/actas/actas/policy"
+	"github.com/actas/actas/storage/sqlstore"
+)
+
+// app is a wired broker and what it owns.
+type app struct {
+	cfg    *config.Config
+	store  *sqlstore.Store
+	server *broker.Server
+}
+
+func (a *app) Close() error { return a.store.Close() }
+
+// openStore opens the configured storage, applying migrations.
+func openStore(ctx context.Context, cfg *config.Config) (*sqlstore.Store, string, error) {
+	kind, dsn, err := config.StorageKind(cfg.Storage)
+	if err != nil {
+		return nil, "", err
+	}
+	st, err := sqlstore.Open(ctx, kind, dsn, sqlstore.Options{Migrate: true})
+	if err != nil {
+		return nil, "", err
+	}
+	return st, kind, nil
+}
+
+// rootSecret loads the root secret as DESIGN.md says: env, file, or (SQLite
+// only) a 0600 key file beside the database created on first start.
+func rootSecret(cfg *config.Config) ([]byte, error) {
+	kind, dsn, err := config.StorageKind(cfg.Storage)
+	if err != nil {
+		return nil, err
+	}
+	create := ""
+	if kind == "sqlite" {
+		create = dsn + ".secret"
+	}
+	file := cfg.SecretKeyFile
+	if file != "" && !filepath.IsAbs(file) {
+		file, _ = filepath.Abs(file)
+	}
+	return broker.LoadRootSecret(os.Getenv(config.SecretKeyEnv), file, create)
+}
+
+// wire builds the whole broker from an operator config and a policy.
+func wire(ctx context.Context, cfg *config.Config, pol *policy.Policy, log *slog.Logger, reg *prometheus.Registry) (*app, error) {
+	secret, err := rootSecret(cfg)
+	if err != nil {
+		return nil, err
+	}
+	secrets, err := broker.DeriveSecrets(secret)
+	if err != nil {
+		return nil, err
+	}
+	st, _, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := broker.New(ctx, broker.Config{
+		Operator: cfg, Policy: pol, Store: st, Secrets: secrets, Logger: log, Now: time.Now, Registry: reg,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &app{cfg: cfg, store: st, server: srv}, nil
+}
+
+// loadConfig loads and validates the config file.
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// loadPolicy reads the policy file the config names, relative to the
+// config file's directory.
+func loadPolicy(cfgPath string, cfg *config.Config) (*policy.Policy, string, error) {
+	p := cfg.PolicyFile
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(filepath.Dir(cfgPath), p)
+	}
+	pol, err := policy.Load(p)
+	if err != nil {
+		return nil, p, fmt.Errorf("policy: %w", err)
+	}
+	return pol, p, nil
+}
