@@ -41,12 +41,12 @@ func (c *customer) actor() actor {
 type apiHandler func(w http.ResponseWriter, r *http.Request, cu *customer)
 
 func (s *Server) mountAPI(r *mux.Router) {
-	r.Handle("/tenants/{tenant}/support-access", s.api(s.getSupportAccess)).Methods(http.MethodGet)
-	r.Handle("/tenants/{tenant}/support-access", s.api(s.putSupportAccess)).Methods(http.MethodPut)
-	r.Handle("/tenants/{tenant}/grants", s.api(s.createGrant)).Methods(http.MethodPost)
-	r.Handle("/tenants/{tenant}/grants", s.api(s.listGrants)).Methods(http.MethodGet)
-	r.Handle("/tenants/{tenant}/grants/{id}", s.api(s.deleteGrant)).Methods(http.MethodDelete)
-	r.Handle("/tenants/{tenant}/audit", s.api(s.listAudit)).Methods(http.MethodGet)
+	r.Handle("/api/v1/tenants/{tenant}/support-access", s.api(s.getSupportAccess)).Methods(http.MethodGet)
+	r.Handle("/api/v1/tenants/{tenant}/support-access", s.api(s.putSupportAccess)).Methods(http.MethodPut)
+	r.Handle("/api/v1/tenants/{tenant}/grants", s.api(s.createGrant)).Methods(http.MethodPost)
+	r.Handle("/api/v1/tenants/{tenant}/grants", s.api(s.listGrants)).Methods(http.MethodGet)
+	r.Handle("/api/v1/tenants/{tenant}/grants/{id}", s.api(s.deleteGrant)).Methods(http.MethodDelete)
+	r.Handle("/api/v1/tenants/{tenant}/audit", s.api(s.listAudit)).Methods(http.MethodGet)
 }
 
 // api authenticates the bearer token and requires the path's tenant to be

@@ -203,15 +203,16 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) routes() http.Handler {
-	r := mux.NewRouter()
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	notFound := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiErr(http.StatusNotFound, "not_found", "no such endpoint"))
 	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	notAllowed := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, apiErr(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint"))
 	})
+	r := mux.NewRouter()
+	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, notAllowed
 	s.mountOAuth(r)
-	s.mountAPI(r.PathPrefix("/api/v1").Subrouter())
+	s.mountAPI(r) // full paths: mux subrouters answer a wrong method with 404
 	s.mountOps(r)
 	return s.middleware(r)
 }
