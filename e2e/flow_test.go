@@ -221,15 +221,15 @@ func TestInvariantCeilings(t *testing.T) {
 		body   map[string]any
 		status int
 	}{
-		"fail/manager grants admin":   {manager, map[string]any{"role": "admin", "environments": []string{"sandbox"}}, 403},
-		"fail/unknown role":           {admin, map[string]any{"role": "root", "environments": []string{"sandbox"}}, 422},
-		"fail/unknown environment":    {admin, map[string]any{"role": "monitor", "environments": []string{"staging"}}, 422},
-		"fail/no environment":         {admin, map[string]any{"role": "monitor", "environments": []string{}}, 422},
-		"fail/free plan rule":         {free, map[string]any{"role": "monitor", "environments": []string{"sandbox"}}, 403},
-		"fail/role not in policy":     {nobody, map[string]any{"role": "monitor", "environments": []string{"sandbox"}}, 403},
-		"fail/bad resource":           {admin, map[string]any{"role": "monitor", "environments": []string{"sandbox"}, "resources": []string{"a b"}}, 422},
-		"ok/manager grants manage":    {manager, map[string]any{"role": "manage", "environments": []string{"sandbox"}}, 201},
-		"ok/manager grants monitor":   {manager, map[string]any{"role": "monitor", "environments": []string{"sandbox"}}, 201},
+		"fail/manager grants admin": {manager, map[string]any{"role": "admin", "environments": []string{"sandbox"}}, 403},
+		"fail/unknown role":         {admin, map[string]any{"role": "root", "environments": []string{"sandbox"}}, 422},
+		"fail/unknown environment":  {admin, map[string]any{"role": "monitor", "environments": []string{"staging"}}, 422},
+		"fail/no environment":       {admin, map[string]any{"role": "monitor", "environments": []string{}}, 422},
+		"fail/free plan rule":       {free, map[string]any{"role": "monitor", "environments": []string{"sandbox"}}, 403},
+		"fail/role not in policy":   {nobody, map[string]any{"role": "monitor", "environments": []string{"sandbox"}}, 403},
+		"fail/bad resource":         {admin, map[string]any{"role": "monitor", "environments": []string{"sandbox"}, "resources": []string{"a b"}}, 422},
+		"ok/manager grants manage":  {manager, map[string]any{"role": "manage", "environments": []string{"sandbox"}}, 201},
+		"ok/manager grants monitor": {manager, map[string]any{"role": "monitor", "environments": []string{"sandbox"}}, 201},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if r := f.api(t, "POST", "/api/v1/tenants/acme/grants", tc.bearer, tc.body); r.status != tc.status {
