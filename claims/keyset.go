@@ -17,12 +17,13 @@ type KeySet struct {
 	byID    map[string]*Key
 	algs    []jose.SignatureAlgorithm
 	jwks    []byte
+	cache   *verifiedCache
 }
 
 // NewKeySet builds a set. signing may be nil for a verify-only set; it must
 // also appear in published.
 func NewKeySet(signing *Key, published []*Key) (*KeySet, error) {
-	ks := &KeySet{signing: signing, byID: map[string]*Key{}}
+	ks := &KeySet{signing: signing, byID: map[string]*Key{}, cache: &verifiedCache{}}
 	seenAlg := map[string]bool{}
 	doc := struct {
 		Keys []jose.JSONWebKey `json:"keys"`
@@ -119,7 +120,8 @@ type VerifyOptions struct {
 
 // Verify parses a compact JWS, allowing only the algorithms of this set,
 // checks typ at+jwt, the kid, the signature, and then iss, aud, exp, nbf,
-// iat and jti, all of which must be present.
+// iat and jti, all of which must be present. The returned claims are
+// shared and must not be modified.
 func (ks *KeySet) Verify(token string, o VerifyOptions) (*Claims, error) {
 	if o.Issuer == "" || (o.Audience == "" && !o.SkipAudienceCheck) {
 		return nil, errors.New("claims: verify options need an issuer and an audience")
@@ -127,6 +129,39 @@ func (ks *KeySet) Verify(token string, o VerifyOptions) (*Claims, error) {
 	if len(token) > 8192 {
 		return nil, ErrMalformed
 	}
+	key := tokenKey(token)
+	c := ks.cache.get(&key)
+	if c == nil {
+		var err error
+		if c, err = ks.verifySignature(token); err != nil {
+			return nil, err
+		}
+		ks.cache.put(&key, c)
+	}
+	if c.Iss != o.Issuer {
+		return nil, ErrIssuer
+	}
+	if !o.SkipAudienceCheck {
+		found := false
+		for _, a := range c.Aud {
+			if a == o.Audience {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return nil, ErrAudience
+		}
+	}
+	if err := checkTimes(c, o.Now, o.Leeway); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// verifySignature checks everything that depends only on the token's bytes
+// and this key set: algorithm, typ, kid, signature, required claims.
+func (ks *KeySet) verifySignature(token string) (*Claims, error) {
 	jws, err := jose.ParseSignedCompact(token, ks.algs)
 	if err != nil {
 		if errors.Is(err, jose.ErrUnsupportedAlgorithm) {
@@ -152,27 +187,5 @@ func (ks *KeySet) Verify(token string, o VerifyOptions) (*Claims, error) {
 	if err != nil {
 		return nil, ErrSignature
 	}
-	c, err := decodeClaims(payload)
-	if err != nil {
-		return nil, err
-	}
-	if c.Iss != o.Issuer {
-		return nil, ErrIssuer
-	}
-	if !o.SkipAudienceCheck {
-		found := false
-		for _, a := range c.Aud {
-			if a == o.Audience {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return nil, ErrAudience
-		}
-	}
-	if err := checkTimes(c, o.Now, o.Leeway); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return decodeClaims(payload)
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -25,6 +26,12 @@ type Store struct {
 	read  *sqlx.DB // SQLite: a pool of read-only connections; PostgreSQL: == write
 
 	tokenState *sqlx.Stmt
+
+	// SQLite only: the group-commit batcher of Redeem.
+	batch     chan *redeemJob
+	stop      chan struct{}
+	batchDone chan struct{}
+	closeOnce sync.Once
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -66,6 +73,7 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 		r.SetMaxOpenConns(n)
 		r.SetMaxIdleConns(n)
 		s.write, s.read = w, r
+		s.batch = make(chan *redeemJob, maxBatch)
 	case "postgres":
 		s.f = flavorPostgres
 		db, err := sqlx.Open("pgx", dsn)
@@ -79,9 +87,14 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 	default:
 		return nil, fmt.Errorf("sqlstore: unknown storage kind %q", kind)
 	}
+	s.stop = make(chan struct{})
 	if err := s.init(ctx, o); err != nil {
 		s.Close()
 		return nil, err
+	}
+	if s.batch != nil {
+		s.batchDone = make(chan struct{})
+		go s.runBatcher()
 	}
 	return s, nil
 }
@@ -149,8 +162,16 @@ func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 	return int(v.Int64), nil
 }
 
-// Close releases the connections.
+// Close stops the batcher and releases the connections.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		if s.stop != nil {
+			close(s.stop)
+		}
+		if s.batchDone != nil {
+			<-s.batchDone
+		}
+	})
 	if s.tokenState != nil {
 		s.tokenState.Close()
 	}
@@ -499,54 +520,198 @@ const (
 )
 
 // Redeem consumes a code with one conditional update; see storage.Store.
+// On SQLite, concurrent redemptions are group-committed by the batcher.
 func (s *Store) Redeem(ctx context.Context, p storage.RedeemParams, issue func(storage.Grant) (storage.Issue, error)) (storage.Grant, error) {
+	if s.batch == nil {
+		var g storage.Grant
+		var result error
+		err := s.tx(ctx, func(tx *sqlx.Tx) error {
+			g, result = s.redeemInTx(ctx, tx, p, issue, false)
+			var rf *refusal
+			if errors.As(result, &rf) {
+				return result // roll the whole transaction back
+			}
+			return abortOn(result)
+		})
+		var rf *refusal
+		if errors.As(err, &rf) {
+			return storage.Grant{}, rf.err
+		}
+		if err != nil {
+			return storage.Grant{}, err
+		}
+		return g, result
+	}
+	job := &redeemJob{p: p, issue: issue, done: make(chan redeemResult, 1)}
+	select {
+	case s.batch <- job:
+	case <-s.stop:
+		return storage.Grant{}, fmt.Errorf("%w: store closed", storage.ErrUnavailable)
+	case <-ctx.Done():
+		return storage.Grant{}, ctx.Err()
+	}
+	r := <-job.done // a batch ends within the busy timeout; its outcome must be reported
+	return r.g, r.err
+}
+
+// abortOn says which per-redemption outcomes must roll back the whole
+// transaction: storage failures. Failures to redeem and refusals by issue
+// are outcomes, not aborts.
+func abortOn(err error) error {
+	var rf *storage.RedeemFailure
+	switch {
+	case err == nil, errors.As(err, &rf), errors.Is(err, storage.ErrEngineerLocked):
+		return nil
+	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, storage.ErrAlreadyExists):
+		return err
+	}
+	return nil // issue refused: its savepoint (or the whole tx) is rolled back by redeemInTx
+}
+
+// refusal carries issue's error out of a transaction that must roll back.
+type refusal struct{ err error }
+
+func (r *refusal) Error() string { return r.err.Error() }
+
+type redeemJob struct {
+	p     storage.RedeemParams
+	issue func(storage.Grant) (storage.Issue, error)
+	done  chan redeemResult
+}
+
+type redeemResult struct {
+	g   storage.Grant
+	err error
+}
+
+// maxBatch bounds one group commit.
+const maxBatch = 64
+
+// runBatcher group-commits redemptions on SQLite: it takes every queued
+// redemption (up to maxBatch), runs each in its own savepoint inside one
+// transaction and commits once, so one fsync serves the whole batch. It
+// stops when the store closes.
+func (s *Store) runBatcher() {
+	defer close(s.batchDone)
+	for {
+		var first *redeemJob
+		select {
+		case first = <-s.batch:
+		case <-s.stop:
+			return
+		}
+		jobs := []*redeemJob{first}
+	drain:
+		for len(jobs) < maxBatch {
+			select {
+			case j := <-s.batch:
+				jobs = append(jobs, j)
+			default:
+				break drain
+			}
+		}
+		s.runBatch(jobs)
+	}
+}
+
+func (s *Store) runBatch(jobs []*redeemJob) {
+	ctx := context.Background() // one client's cancellation must not fail the others
+	results := make([]redeemResult, len(jobs))
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		for i, j := range jobs {
+			g, err := s.redeemInTx(ctx, tx, j.p, j.issue, true)
+			if abort := abortOn(err); abort != nil {
+				return abort
+			}
+			results[i] = redeemResult{g, err}
+		}
+		return nil
+	})
+	for i, j := range jobs {
+		if err != nil {
+			results[i] = redeemResult{err: err}
+		}
+		j.done <- results[i]
+	}
+}
+
+// redeemInTx is one redemption inside tx. With savepoint, a refusal by
+// issue rolls back only this redemption's statements.
+func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemParams, issue func(storage.Grant) (storage.Issue, error), savepoint bool) (storage.Grant, error) {
 	var g storage.Grant
-	var failure *storage.RedeemFailure
 	engineerKey := p.Engineer.Iss + " " + p.Engineer.Sub // issuer URLs hold no spaces
 	windowStart := micro(p.Now.Add(-p.FailureWindow))
-	err := s.tx(ctx, func(tx *sqlx.Tx) error {
-		failure = nil
-		var count int
-		var start int64
-		err := tx.QueryRowxContext(ctx, tx.Rebind(`SELECT count, window_start FROM redeem_failures WHERE scope = ? AND subject = ?`),
-			scopeEngineer, engineerKey).Scan(&count, &start)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return s.mapErr(err)
-		}
-		if err == nil && count >= p.MaxFailures && start > windowStart {
-			return storage.ErrEngineerLocked
-		}
-
-		now := micro(p.Now)
-		dest, finish := grantDest(&g)
-		err = tx.QueryRowxContext(ctx, tx.Rebind(`UPDATE grants SET code_hash = NULL, redeemed_at = ?,
-				engineer_sub = ?, engineer_iss = ?, engineer_email = ?
-			WHERE tenant_id = ? AND code_hash = ? AND redeemed_at IS NULL AND revoked_at IS NULL
-				AND code_expires_at > ? AND expires_at > ?
-				AND EXISTS (SELECT 1 FROM tenants n WHERE n.id = grants.tenant_id AND n.support_enabled)
-			RETURNING `+strings.ReplaceAll(grantCols, "g.", "")),
-			now, p.Engineer.Sub, p.Engineer.Iss, p.Engineer.Email, p.TenantID, p.CodeHash, now, now).Scan(dest...)
-		if errors.Is(err, sql.ErrNoRows) {
-			failure, err = s.countFailure(ctx, tx, p, engineerKey, windowStart)
-			return err
-		}
-		if err != nil {
-			return s.mapErr(err)
-		}
-		if err := finish(); err != nil {
-			return err
-		}
-		is, err := issue(g)
-		if err != nil {
-			return err
-		}
-		return s.writeIssue(ctx, tx, is)
-	})
-	if err != nil {
-		return storage.Grant{}, err
+	var count int
+	var start int64
+	err := tx.QueryRowxContext(ctx, tx.Rebind(`SELECT count, window_start FROM redeem_failures WHERE scope = ? AND subject = ?`),
+		scopeEngineer, engineerKey).Scan(&count, &start)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return g, s.mapErr(err)
 	}
-	if failure != nil {
+	if err == nil && count >= p.MaxFailures && start > windowStart {
+		return g, storage.ErrEngineerLocked
+	}
+	if savepoint {
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT redeem"); err != nil {
+			return g, s.mapErr(err)
+		}
+	}
+	release := func(keep bool) error {
+		if !savepoint {
+			return nil
+		}
+		if !keep {
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO redeem"); err != nil {
+				return s.mapErr(err)
+			}
+		}
+		_, err := tx.ExecContext(ctx, "RELEASE redeem")
+		return s.mapErr(err)
+	}
+
+	now := micro(p.Now)
+	dest, finish := grantDest(&g)
+	err = tx.QueryRowxContext(ctx, tx.Rebind(`UPDATE grants SET code_hash = NULL, redeemed_at = ?,
+			engineer_sub = ?, engineer_iss = ?, engineer_email = ?
+		WHERE tenant_id = ? AND code_hash = ? AND redeemed_at IS NULL AND revoked_at IS NULL
+			AND code_expires_at > ? AND expires_at > ?
+			AND EXISTS (SELECT 1 FROM tenants n WHERE n.id = grants.tenant_id AND n.support_enabled)
+		RETURNING `+strings.ReplaceAll(grantCols, "g.", "")),
+		now, p.Engineer.Sub, p.Engineer.Iss, p.Engineer.Email, p.TenantID, p.CodeHash, now, now).Scan(dest...)
+	if errors.Is(err, sql.ErrNoRows) {
+		failure, err := s.countFailure(ctx, tx, p, engineerKey, windowStart)
+		if err != nil {
+			return g, err
+		}
+		if err := release(true); err != nil {
+			return g, err
+		}
 		return storage.Grant{}, failure
+	}
+	if err != nil {
+		return g, s.mapErr(err)
+	}
+	if err := finish(); err != nil {
+		return g, err
+	}
+	is, ierr := issue(g)
+	if ierr == nil {
+		ierr = s.writeIssue(ctx, tx, is)
+		if errors.Is(ierr, storage.ErrUnavailable) || errors.Is(ierr, storage.ErrAlreadyExists) {
+			return g, ierr
+		}
+	}
+	if ierr != nil {
+		if !savepoint {
+			return storage.Grant{}, &refusal{ierr}
+		}
+		if err := release(false); err != nil {
+			return g, err
+		}
+		return storage.Grant{}, ierr
+	}
+	if err := release(true); err != nil {
+		return g, err
 	}
 	return g, nil
 }
