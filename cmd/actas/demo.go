@@ -124,8 +124,8 @@ func expect(status, want int, b []byte) error {
 }
 
 func (d *demo) story(env *devEnv) error {
-	admin := env.customer.mint("ada", "actas", time.Hour, map[string]any{"org_id": "acme", "role": "admin", "email": "ada@acme.example", "plan": "enterprise"})
-	engineer := env.support.mint("alice", "actas", time.Hour, map[string]any{"groups": []string{"support"}, "email": "alice@support.example", "amr": []string{"pwd", "mfa"}})
+	admin := env.customer.Mint("ada", "actas", time.Hour, map[string]any{"org_id": "acme", "role": "admin", "email": "ada@acme.example", "plan": "enterprise"})
+	engineer := env.support.Mint("alice", "actas", time.Hour, map[string]any{"groups": []string{"support"}, "email": "alice@support.example", "amr": []string{"pwd", "mfa"}})
 	product := [2]string{devProductClient, env.productSecret}
 	const jsonType, formType = "application/json", "application/x-www-form-urlencoded"
 

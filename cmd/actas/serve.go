@@ -105,8 +105,8 @@ func reloadPolicy(ctx context.Context, s *broker.Server, path string, log *slog.
 }
 
 func printDevBanner(w io.Writer, env *devEnv) {
-	admin := env.customer.mint("ada", "actas", 8*time.Hour, map[string]any{"org_id": "acme", "role": "admin", "email": "ada@acme.example", "plan": "enterprise"})
-	eng := env.support.mint("alice", "actas", 8*time.Hour, map[string]any{"groups": []string{"support"}, "email": "alice@support.example", "amr": []string{"pwd", "mfa"}})
+	admin := env.customer.Mint("ada", "actas", 8*time.Hour, map[string]any{"org_id": "acme", "role": "admin", "email": "ada@acme.example", "plan": "enterprise"})
+	eng := env.support.Mint("alice", "actas", 8*time.Hour, map[string]any{"groups": []string{"support"}, "email": "alice@support.example", "amr": []string{"pwd", "mfa"}})
 	iss := env.cfg.Issuer
 	fmt.Fprintf(w, `actas dev setup — loopback only, identity providers built in, NOT for production
   issuer        %s

@@ -1,0 +1,95 @@
+// Package devidp is a minimal OIDC issuer for the actas demo, the
+// config-less dev setup and the load command: discovery and JWKS on a
+// loopback port, ID tokens minted in process. It is not reachable from any
+// configuration key of a real deployment.
+package devidp
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// IDP is a running dev issuer.
+type IDP struct {
+	Issuer string
+	signer jose.Signer
+	jwks   []byte
+	srv    *http.Server
+	done   chan struct{}
+}
+
+// Start runs an issuer on a loopback port.
+func Start() (*IDP, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	jwk := jose.JSONWebKey{Key: key, KeyID: "dev-1", Algorithm: "RS256", Use: "sig"}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jwk},
+		(&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk.Public()}})
+	d := &IDP{Issuer: "http://" + ln.Addr().String(), signer: signer, jwks: jwks, done: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"issuer": d.Issuer, "jwks_uri": d.Issuer + "/jwks",
+			"authorization_endpoint": d.Issuer + "/authorize", "token_endpoint": d.Issuer + "/token",
+			"response_types_supported": []string{"code"}, "subject_types_supported": []string{"public"},
+			"id_token_signing_alg_values_supported": []string{"RS256"},
+		})
+	})
+	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(d.jwks)
+	})
+	d.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		defer close(d.done)
+		if err := d.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = err // the listener failed: requests to it fail and say so
+		}
+	}()
+	return d, nil
+}
+
+// Mint signs an ID token for aud with the given extra claims.
+func (d *IDP) Mint(sub, aud string, ttl time.Duration, extra map[string]any) string {
+	now := time.Now()
+	c := map[string]any{"iss": d.Issuer, "sub": sub, "aud": aud, "iat": now.Unix(), "exp": now.Add(ttl).Unix()}
+	for k, v := range extra {
+		c[k] = v
+	}
+	payload, _ := json.Marshal(c)
+	obj, err := d.signer.Sign(payload)
+	if err != nil {
+		panic(err)
+	}
+	tok, _ := obj.CompactSerialize()
+	return tok
+}
+
+// Close stops the issuer.
+func (d *IDP) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d.srv.Shutdown(ctx)
+	<-d.done
+}
