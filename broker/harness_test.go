@@ -179,3 +179,14 @@ func (e *testEnv) redeem(tb testing.TB, admin, eng string) string {
 	json.Unmarshal(w.Body.Bytes(), &out)
 	return out.AccessToken
 }
+
+// signWithKid mints a token from p's issuer whose header names kid (and is
+// signed by a fresh key).
+func signWithKid(tb testing.TB, p *testIDP, kid string) string {
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	signer, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, nil)
+	b, _ := json.Marshal(map[string]any{"iss": p.issuer, "aud": "actas", "sub": "x", "exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()})
+	obj, _ := signer.Sign(b)
+	s, _ := obj.CompactSerialize()
+	return s
+}

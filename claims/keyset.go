@@ -1,9 +1,11 @@
 package claims
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -59,6 +61,31 @@ func NewKeySet(signing *Key, published []*Key) (*KeySet, error) {
 	}
 	ks.jwks = jwks
 	return ks, nil
+}
+
+// checkAlg refuses a token whose header names an algorithm outside the
+// key set's allow-list (none, HS256 with a public key as secret, ...).
+func (ks *KeySet) checkAlg(token string) error {
+	head, _, ok := strings.Cut(token, ".")
+	if !ok {
+		return ErrMalformed
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return ErrMalformed
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return ErrMalformed
+	}
+	for _, a := range ks.algs {
+		if string(a) == h.Alg {
+			return nil
+		}
+	}
+	return ErrAlgorithm
 }
 
 // JWKS returns the RFC 7517 JWK Set document of the published keys.
@@ -162,6 +189,9 @@ func (ks *KeySet) Verify(token string, o VerifyOptions) (*Claims, error) {
 // verifySignature checks everything that depends only on the token's bytes
 // and this key set: algorithm, typ, kid, signature, required claims.
 func (ks *KeySet) verifySignature(token string) (*Claims, error) {
+	if err := ks.checkAlg(token); err != nil {
+		return nil, err
+	}
 	jws, err := jose.ParseSignedCompact(token, ks.algs)
 	if err != nil {
 		if errors.Is(err, jose.ErrUnsupportedAlgorithm) {
