@@ -20,6 +20,7 @@ import (
 
 	"github.com/actas/actas/claims"
 	"github.com/actas/actas/config"
+	"github.com/actas/actas/internal/boundcache"
 	"github.com/actas/actas/policy"
 	"github.com/actas/actas/storage"
 )
@@ -60,6 +61,7 @@ type Server struct {
 	metrics   *metrics
 	registry  *prometheus.Registry
 	handler   http.Handler
+	inputs    *boundcache.Cache[string, inputs] // decoded claim snapshots by grant ID
 }
 
 type client struct {
@@ -108,7 +110,7 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	s := &Server{
 		cfg: c.Operator, store: c.Store, secrets: c.Secrets, log: c.Logger, now: c.Now, skew: c.ClockSkew,
 		clients: map[string]*client{}, audiences: map[string]bool{}, customers: map[string]*customerIssuer{},
-		registry: c.Registry,
+		registry: c.Registry, inputs: boundcache.New[string, inputs](65536),
 	}
 	s.policy.Store(c.Policy)
 	for _, cl := range c.Operator.Clients {

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -135,6 +136,7 @@ func (s *Server) exchange(ctx context.Context, c *client, f form) (*tokenRespons
 		Claims: idClaims,
 	}
 	engActor := actor{Type: storage.ActorSupportEngineer, ID: eng.Sub, Iss: eng.Iss}
+	engClaims, _ := json.Marshal(idClaims)
 
 	tn, err := s.store.Tenant(ctx, tenant)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
@@ -147,14 +149,14 @@ func (s *Server) exchange(ctx context.Context, c *client, f form) (*tokenRespons
 	var denied error
 	params := storage.RedeemParams{
 		TenantID: tenant, CodeHash: s.secrets.codeHash(tenant, code),
-		Engineer: storage.Engineer{Sub: eng.Sub, Iss: eng.Iss, Email: eng.Email},
+		Engineer: storage.Engineer{Sub: eng.Sub, Iss: eng.Iss, Email: eng.Email, Groups: eng.Groups, MFA: eng.MFA, Claims: engClaims},
 		Now:      now, MaxFailures: pol.Code.MaxFailures, FailureWindow: pol.Code.RedeemWithin,
 		FailureEvent: s.event(ctx, engActor, tenant, "grant.redeem", "", "failure", map[string]any{"reason": "no live code matched", "client_id": c.ID}),
 		LockoutEvent: s.event(ctx, actor{Type: storage.ActorSystem, ID: "actas"}, tenant, "tenant.lockout", tenant, "success",
 			map[string]any{"reason": "redemption failure limit reached", "max_failures": pol.Code.MaxFailures, "last_engineer": eng.Sub}),
 	}
 	g, err := s.store.Redeem(ctx, params, func(g storage.Grant) (storage.Issue, error) {
-		ig, err := issuedGrant(&g, policy.Tenant{ID: tenant, SupportAccess: tn.SupportEnabled, AllowNonAdminGrants: tn.AllowNonAdminGrants})
+		ig, err := issuedGrant(&g, policy.Tenant{ID: tenant, SupportAccess: tn.SupportEnabled, AllowNonAdminGrants: tn.AllowNonAdminGrants}, true)
 		if err != nil {
 			return storage.Issue{}, err
 		}
@@ -270,14 +272,13 @@ func (s *Server) refresh(ctx context.Context, c *client, f form) (*tokenResponse
 		map[string]any{"reason": "refresh_token_reuse", "client_id": c.ID})
 	g, err := s.store.Refresh(ctx, s.secrets.refreshHash(f["refresh_token"]), c.ID, now, reuse,
 		func(g storage.Grant, rt storage.RefreshToken) (storage.Issue, error) {
-			ig, err := issuedGrant(&g, policy.Tenant{ID: g.TenantID, SupportAccess: true})
+			eng, ig, err := decisionInputs(&g, policy.Tenant{ID: g.TenantID, SupportAccess: true}, true)
 			if err != nil {
 				return storage.Issue{}, err
 			}
-			var trail []string
-			if _, err := pol.GrantStillFits(ig, now, &trail); err != nil || !pol.HasRole(rt.Role) {
-				denied = &policy.Denied{Rule: "policy", Reason: "the grant no longer fits the policy in force"}
-				return storage.Issue{}, denied
+			if err := pol.StillAllows(eng, ig, rt.Role, now); err != nil {
+				denied = err
+				return storage.Issue{}, err
 			}
 			// Never wider than before: the old token's scope, narrowed by
 			// today's policy, narrowed by the request.

@@ -214,13 +214,12 @@ func (s *Server) introspect(ctx context.Context, c *client, token string) (*intr
 		return nil, nil
 	}
 	pol := s.policy.Load()
-	ig := policy.IssuedGrant{ // the granter's claims are not needed to re-check fit
-		Granter: policy.Granter{Sub: g.GrantedBy, Role: g.GranterRole},
-		Role:    g.Role, Environments: g.Environments, Resources: g.Resources, Ticket: g.Ticket,
-		CreatedAt: g.CreatedAt, ExpiresAt: g.ExpiresAt,
+	eng, ig, err := s.cachedInputs(g, pol.RuleCount() > 0)
+	if err != nil {
+		return nil, err
 	}
-	var trail []string
-	if _, err := pol.GrantStillFits(ig, now, &trail); err != nil || !pol.HasRole(t.Role) {
+	ig.Tenant = policy.Tenant{ID: g.TenantID, SupportAccess: true, AllowNonAdminGrants: st.AllowNonAdminGrants}
+	if pol.StillAllows(eng, ig, t.Role, now) != nil {
 		return nil, nil
 	}
 	return &introspection{
@@ -246,10 +245,11 @@ func narrowScope(issued string, allowed []string) string {
 	return strings.Join(out, " ")
 }
 
-// issuedGrant converts a stored grant for policy decisions.
-func issuedGrant(g *storage.Grant, t policy.Tenant) (policy.IssuedGrant, error) {
+// issuedGrant converts a stored grant for policy decisions; the granter's
+// claims are decoded only when rules may read them.
+func issuedGrant(g *storage.Grant, t policy.Tenant, withClaims bool) (policy.IssuedGrant, error) {
 	var gc map[string]any
-	if len(g.GranterClaims) > 0 {
+	if withClaims && len(g.GranterClaims) > 0 {
 		if err := json.Unmarshal(g.GranterClaims, &gc); err != nil {
 			return policy.IssuedGrant{}, errors.New("corrupt granter claims in storage")
 		}
@@ -260,6 +260,45 @@ func issuedGrant(g *storage.Grant, t policy.Tenant) (policy.IssuedGrant, error) 
 		Role:    g.Role, Environments: g.Environments, Resources: g.Resources, Ticket: g.Ticket,
 		CreatedAt: g.CreatedAt, ExpiresAt: g.ExpiresAt,
 	}, nil
+}
+
+type inputs struct {
+	eng policy.Engineer
+	ig  policy.IssuedGrant
+}
+
+// cachedInputs is decisionInputs for introspection. The claim snapshots of
+// a redeemed grant never change, so they are decoded once per grant; the
+// parts that can change (revocation, expiry, the tenant) come from storage
+// on every call and are not part of the cached value.
+func (s *Server) cachedInputs(g *storage.Grant, withClaims bool) (policy.Engineer, policy.IssuedGrant, error) {
+	if !withClaims {
+		return decisionInputs(g, policy.Tenant{}, false)
+	}
+	if in, ok := s.inputs.Get(g.ID); ok && in.ig.ExpiresAt.Equal(g.ExpiresAt) && in.eng.Sub == g.EngineerSub {
+		return in.eng, in.ig, nil
+	}
+	eng, ig, err := decisionInputs(g, policy.Tenant{}, true)
+	if err == nil {
+		s.inputs.Put(g.ID, inputs{eng, ig})
+	}
+	return eng, ig, err
+}
+
+// decisionInputs rebuilds the engineer and grant of a redeemed grant, for
+// re-deciding its tokens under the policy in force.
+func decisionInputs(g *storage.Grant, t policy.Tenant, withClaims bool) (policy.Engineer, policy.IssuedGrant, error) {
+	ig, err := issuedGrant(g, t, withClaims)
+	if err != nil {
+		return policy.Engineer{}, ig, err
+	}
+	e := policy.Engineer{Sub: g.EngineerSub, Iss: g.EngineerIss, Email: g.EngineerEmail, Groups: g.EngineerGroups, MFA: g.EngineerMFA}
+	if withClaims && len(g.EngineerClaims) > 0 {
+		if err := json.Unmarshal(g.EngineerClaims, &e.Claims); err != nil {
+			return e, ig, errors.New("corrupt engineer claims in storage")
+		}
+	}
+	return e, ig, nil
 }
 
 // handleRevoke implements RFC 7009. An access token ends itself; a refresh

@@ -1,6 +1,7 @@
 package claims
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/actas/actas/internal/boundcache"
 )
 
 // KeySet is an immutable set of keys: one that signs, all that verify. A
@@ -19,13 +22,18 @@ type KeySet struct {
 	byID    map[string]*Key
 	algs    []jose.SignatureAlgorithm
 	jwks    []byte
-	cache   *verifiedCache
+	// cache remembers tokens whose signature and header verified against
+	// this set, by SHA-256 of the exact bytes. Verifying the same bytes
+	// against the same keys is a pure function, so a hit skips only the
+	// signature check: issuer, audience and times are checked on every
+	// call, and a new KeySet starts empty. Only verified tokens enter.
+	cache *boundcache.Cache[[32]byte, *Claims]
 }
 
 // NewKeySet builds a set. signing may be nil for a verify-only set; it must
 // also appear in published.
 func NewKeySet(signing *Key, published []*Key) (*KeySet, error) {
-	ks := &KeySet{signing: signing, byID: map[string]*Key{}, cache: &verifiedCache{}}
+	ks := &KeySet{signing: signing, byID: map[string]*Key{}, cache: boundcache.New[[32]byte, *Claims](65536)}
 	seenAlg := map[string]bool{}
 	doc := struct {
 		Keys []jose.JSONWebKey `json:"keys"`
@@ -156,14 +164,14 @@ func (ks *KeySet) Verify(token string, o VerifyOptions) (*Claims, error) {
 	if len(token) > 8192 {
 		return nil, ErrMalformed
 	}
-	key := tokenKey(token)
-	c := ks.cache.get(&key)
-	if c == nil {
+	key := sha256.Sum256([]byte(token))
+	c, ok := ks.cache.Get(key)
+	if !ok {
 		var err error
 		if c, err = ks.verifySignature(token); err != nil {
 			return nil, err
 		}
-		ks.cache.put(&key, c)
+		ks.cache.Put(key, c)
 	}
 	if c.Iss != o.Issuer {
 		return nil, ErrIssuer

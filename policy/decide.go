@@ -273,6 +273,22 @@ func (p *Policy) decideRedeem(e Engineer, g IssuedGrant, now time.Time, trail *[
 	return RedeemDecision{Role: role, Scopes: p.Scopes(role)}, nil
 }
 
+// StillAllows re-decides a live token against this policy: the redemption
+// decision for the same engineer and grant, now, must still allow at least
+// the token's role. Tightening a policy turns tokens that no longer fit
+// inactive; loosening it never widens them, because the token's own role
+// and scopes stay the upper bound.
+func (p *Policy) StillAllows(e Engineer, g IssuedGrant, tokenRole string, now time.Time) error {
+	d, err := p.DecideRedeem(e, g, now)
+	if err != nil {
+		return err
+	}
+	if !p.RoleAtMost(tokenRole, d.Role) {
+		return &Denied{Rule: "engineers.tiers", Reason: fmt.Sprintf("the engineer may now act at most as %q", d.Role)}
+	}
+	return nil
+}
+
 // GrantStillFits re-checks a stored grant against this policy: its role and
 // environments still exist, and its expiry is within today's limits. It
 // returns the grant's role. Loosening a policy never widens a grant; this

@@ -44,27 +44,30 @@ const (
 
 // Grant is one customer user's grant of access to the support team.
 type Grant struct {
-	ID            string
-	TenantID      string
-	Role          string
-	Environments  []string
-	Resources     []string
-	Ticket        string
-	GrantedBy     string // the granting user's subject
-	GrantedByIss  string
-	GranterRole   string
-	GranterClaims []byte // JSON snapshot of the granter's token claims, for rules
-	CreatedAt     time.Time
-	ExpiresAt     time.Time
-	CodeHash      []byte // nil once redeemed or voided
-	CodeExpiresAt time.Time
-	RedeemedAt    time.Time // zero: not redeemed
-	EngineerSub   string
-	EngineerIss   string
-	EngineerEmail string
-	RevokedAt     time.Time // zero: not revoked
-	RevokedBy     string
-	RevokeReason  string
+	ID             string
+	TenantID       string
+	Role           string
+	Environments   []string
+	Resources      []string
+	Ticket         string
+	GrantedBy      string // the granting user's subject
+	GrantedByIss   string
+	GranterRole    string
+	GranterClaims  []byte // JSON snapshot of the granter's token claims, for rules
+	CreatedAt      time.Time
+	ExpiresAt      time.Time
+	CodeHash       []byte // nil once redeemed or voided
+	CodeExpiresAt  time.Time
+	RedeemedAt     time.Time // zero: not redeemed
+	EngineerSub    string
+	EngineerIss    string
+	EngineerEmail  string
+	EngineerGroups []string
+	EngineerMFA    bool
+	EngineerClaims []byte    // JSON snapshot of the engineer's ID token claims
+	RevokedAt      time.Time // zero: not revoked
+	RevokedBy      string
+	RevokeReason   string
 }
 
 // Status derives the grant's status at now.
@@ -112,9 +115,10 @@ type RefreshToken struct {
 // TokenState is everything introspection needs to decide, read in one
 // query: the token, its grant and whether the tenant still allows support.
 type TokenState struct {
-	Token         Token
-	Grant         Grant
-	TenantEnabled bool
+	Token               Token
+	Grant               Grant
+	TenantEnabled       bool
+	AllowNonAdminGrants bool
 }
 
 // AuditEvent is one audited action. Detail is a JSON object; it never holds
@@ -156,9 +160,12 @@ type SigningKey struct {
 
 // Engineer identifies a support engineer (the actor).
 type Engineer struct {
-	Sub   string
-	Iss   string
-	Email string
+	Sub    string
+	Iss    string
+	Email  string
+	Groups []string
+	MFA    bool
+	Claims []byte // JSON
 }
 
 // Issue is what a successful redemption or refresh writes, alongside the

@@ -108,6 +108,11 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX audit_events_tenant ON audit_events (tenant_id, id)`,
 	}},
+	{2, "engineer facts on grants, for re-deciding live tokens", []string{
+		`ALTER TABLE grants ADD COLUMN engineer_groups TEXT NOT NULL DEFAULT '[]'`,
+		`ALTER TABLE grants ADD COLUMN engineer_mfa BOOLEAN NOT NULL DEFAULT FALSE`,
+		`ALTER TABLE grants ADD COLUMN engineer_claims TEXT NOT NULL DEFAULT '{}'`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

@@ -120,7 +120,7 @@ func (s *Store) init(ctx context.Context, o Options) error {
 	if v != LatestVersion() {
 		return fmt.Errorf("sqlstore: database schema is at version %d, this build needs %d: run actas migrate", v, LatestVersion())
 	}
-	s.tokenState, err = s.read.PreparexContext(ctx, s.read.Rebind(`SELECT `+tokenCols+`, `+grantCols+`, n.support_enabled
+	s.tokenState, err = s.read.PreparexContext(ctx, s.read.Rebind(`SELECT `+tokenCols+`, `+grantCols+`, n.support_enabled, n.allow_non_admin_grants
 		FROM tokens t JOIN grants g ON g.id = t.grant_id JOIN tenants n ON n.id = g.tenant_id
 		WHERE t.jti = ?`))
 	if err != nil {
@@ -480,21 +480,27 @@ func (s *Store) CreateGrant(ctx context.Context, g storage.Grant, ev storage.Aud
 
 const grantCols = `g.id, g.tenant_id, g.role, g.environments, g.resources, g.ticket, g.granted_by, g.granted_by_iss,
 	g.granter_role, g.granter_claims, g.created_at, g.expires_at, g.code_hash, g.code_expires_at, g.redeemed_at,
-	g.engineer_sub, g.engineer_iss, g.engineer_email, g.revoked_at, g.revoked_by, g.revoke_reason`
+	g.engineer_sub, g.engineer_iss, g.engineer_email, g.revoked_at, g.revoked_by, g.revoke_reason,
+	g.engineer_groups, g.engineer_mfa, g.engineer_claims`
 
 type scanner interface{ Scan(dest ...any) error }
 
 // grantDest returns scan destinations for grantCols and a finish function
 // that converts them into g.
 func grantDest(g *storage.Grant) ([]any, func() error) {
-	var envs, res, claims string
+	var envs, res, claims, engGroups, engClaims string
 	var created, expires, codeExp int64
 	var redeemed, revoked sql.NullInt64
 	dest := []any{&g.ID, &g.TenantID, &g.Role, &envs, &res, &g.Ticket, &g.GrantedBy, &g.GrantedByIss,
 		&g.GranterRole, &claims, &created, &expires, &g.CodeHash, &codeExp, &redeemed,
-		&g.EngineerSub, &g.EngineerIss, &g.EngineerEmail, &revoked, &g.RevokedBy, &g.RevokeReason}
+		&g.EngineerSub, &g.EngineerIss, &g.EngineerEmail, &revoked, &g.RevokedBy, &g.RevokeReason,
+		&engGroups, &g.EngineerMFA, &engClaims}
 	return dest, func() error {
 		var err error
+		if g.EngineerGroups, err = parseList(engGroups); err != nil {
+			return err
+		}
+		g.EngineerClaims = []byte(engClaims)
 		if g.Environments, err = parseList(envs); err != nil {
 			return err
 		}
@@ -756,13 +762,19 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 
 	now := micro(p.Now)
 	dest, finish := grantDest(&g)
+	engClaims := string(p.Engineer.Claims)
+	if engClaims == "" {
+		engClaims = "{}"
+	}
 	err = s.queryRow(ctx, tx, `UPDATE grants SET code_hash = NULL, redeemed_at = ?,
-			engineer_sub = ?, engineer_iss = ?, engineer_email = ?
+			engineer_sub = ?, engineer_iss = ?, engineer_email = ?,
+			engineer_groups = ?, engineer_mfa = ?, engineer_claims = ?
 		WHERE tenant_id = ? AND code_hash = ? AND redeemed_at IS NULL AND revoked_at IS NULL
 			AND code_expires_at > ? AND expires_at > ?
 			AND EXISTS (SELECT 1 FROM tenants n WHERE n.id = grants.tenant_id AND n.support_enabled)
 		RETURNING `+strings.ReplaceAll(grantCols, "g.", ""),
-		now, p.Engineer.Sub, p.Engineer.Iss, p.Engineer.Email, p.TenantID, p.CodeHash, now, now).Scan(dest...)
+		now, p.Engineer.Sub, p.Engineer.Iss, p.Engineer.Email, jsonList(p.Engineer.Groups), p.Engineer.MFA, engClaims,
+		p.TenantID, p.CodeHash, now, now).Scan(dest...)
 	if errors.Is(err, sql.ErrNoRows) {
 		failure, err := s.countFailure(ctx, tx, p, engineerKey, windowStart)
 		if err != nil {
@@ -981,7 +993,7 @@ func (s *Store) TokenState(ctx context.Context, jti string) (storage.TokenState,
 	var revoked sql.NullInt64
 	gdest, finish := grantDest(&st.Grant)
 	dest := append([]any{&t.JTI, &t.GrantID, &t.ClientID, &t.Audience, &t.Role, &t.Scope, &issued, &expires, &revoked}, gdest...)
-	dest = append(dest, &st.TenantEnabled)
+	dest = append(dest, &st.TenantEnabled, &st.AllowNonAdminGrants)
 	if err := s.tokenState.QueryRowxContext(ctx, jti).Scan(dest...); err != nil {
 		return storage.TokenState{}, s.mapErr(err)
 	}

@@ -85,8 +85,9 @@ func mustCreate(t *testing.T, s storage.Store, g storage.Grant) storage.Grant {
 func redeemParams(tenant, code, engineer string, now time.Time) storage.RedeemParams {
 	return storage.RedeemParams{
 		TenantID: tenant, CodeHash: []byte("hash-" + code),
-		Engineer: storage.Engineer{Sub: engineer, Iss: "https://support", Email: engineer + "@support"},
-		Now:      now, MaxFailures: 3, FailureWindow: time.Hour,
+		Engineer: storage.Engineer{Sub: engineer, Iss: "https://support", Email: engineer + "@support",
+			Groups: []string{"support", "support-l1"}, MFA: true, Claims: []byte(`{"dept":"emea"}`)},
+		Now: now, MaxFailures: 3, FailureWindow: time.Hour,
 		FailureEvent: ev(tenant, "grant.redeem_failed"), LockoutEvent: ev(tenant, "tenant.lockout"),
 	}
 }
@@ -221,7 +222,8 @@ func testRedeemOnce(t *testing.T, s storage.Store) {
 	mustCreate(t, s, newGrant("acme", "424242"))
 	now := t0.Add(time.Minute)
 	g, is := redeem(t, s, redeemParams("acme", "424242", "eng-1", now))
-	if g.EngineerSub != "eng-1" || g.EngineerEmail != "eng-1@support" || !g.RedeemedAt.Equal(now) || g.CodeHash != nil || g.Status(now) != storage.StatusActive {
+	if g.EngineerSub != "eng-1" || g.EngineerEmail != "eng-1@support" || fmt.Sprint(g.EngineerGroups) != "[support support-l1]" ||
+		!g.EngineerMFA || string(g.EngineerClaims) != `{"dept":"emea"}` || !g.RedeemedAt.Equal(now) || g.CodeHash != nil || g.Status(now) != storage.StatusActive {
 		t.Fatalf("bound grant = %+v", g)
 	}
 	st, err := s.TokenState(ctx, is.Token.JTI)
