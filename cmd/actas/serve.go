@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/actas/actas/broker"
 	"github.com/actas/actas/config"
 	"github.com/actas/actas/examples"
 	"github.com/actas/actas/policy"
@@ -68,6 +67,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"policy_sha256", pol.SHA256, "signing_key", a.server.KeySet().SigningKeyID())
 
 	if policyPath != "" {
+		if err := a.server.WatchPolicy(ctx, policyPath); err != nil {
+			return err
+		}
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
@@ -77,7 +79,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				case <-ctx.Done():
 					return
 				case <-hup:
-					reloadPolicy(ctx, a.server, policyPath, log)
+					a.server.ReloadPolicy(ctx, policyPath)
 				}
 			}
 		}()
@@ -85,23 +87,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	err = a.server.Run(ctx, ln)
 	log.Info("actas stopped")
 	return err
-}
-
-// reloadPolicy swaps in the file's policy, or keeps the last good one.
-func reloadPolicy(ctx context.Context, s *broker.Server, path string, log *slog.Logger) {
-	p, err := policy.Load(path)
-	if err != nil {
-		s.ReloadFailed()
-		log.Error("policy reload rejected; keeping the last good policy", "file", path, "err", err)
-		return
-	}
-	if p.SHA256 == s.Policy().SHA256 {
-		return
-	}
-	if err := s.SetPolicy(ctx, p, path); err != nil {
-		log.Error("policy reload: audit", "err", err)
-	}
-	log.Info("policy reloaded", "file", path, "sha256", p.SHA256)
 }
 
 func printDevBanner(w io.Writer, env *devEnv) {

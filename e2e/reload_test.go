@@ -1,0 +1,123 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func (s *server) readyz(t *testing.T) map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest("GET", s.base+"/readyz", nil)
+	return do(t, req).body
+}
+
+// waitPolicy waits until the server reports a policy other than old.
+func (s *server) waitPolicy(t *testing.T, old string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if sha := s.readyz(t)["policy_sha256"].(string); sha != old {
+			return sha
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("policy not reloaded within 10s (still %s)", old)
+	return ""
+}
+
+func (s *server) metric(t *testing.T, name string) string {
+	resp, err := http.Get(s.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, name+" ") {
+			return strings.TrimPrefix(line, name+" ")
+		}
+	}
+	return ""
+}
+
+func TestPolicyHotReload(t *testing.T) {
+	f := newFixture(t)
+	admin := f.admin(t, "acme")
+	f.enable(t, "acme", admin, false)
+	redeem := func(role, env string) string {
+		_, code := f.grant(t, "acme", admin, map[string]any{"role": role, "environments": []string{env}})
+		tr := f.exchange(t, "acme", code, f.engineer(t, "eng-h"))
+		if tr.status != 200 {
+			t.Fatalf("exchange: %s", tr.raw)
+		}
+		return tr.str("access_token")
+	}
+	manageProd := redeem("manage", "production")
+	monitorSandbox := redeem("monitor", "sandbox")
+	adminSandbox := redeem("admin", "sandbox")
+	if !f.active(t, manageProd) || !f.active(t, monitorSandbox) || !f.active(t, adminSandbox) {
+		t.Fatal("setup tokens inactive")
+	}
+	policyPath := filepath.Join(f.dir, "policy.yaml")
+	sha0 := f.readyz(t)["policy_sha256"].(string)
+
+	// Tighten: a new deny rule for manage on production, and L1-style
+	// tier for everyone in "support" capping at manage.
+	tightened := strings.Replace(testPolicy, "rules:\n", `rules:
+  - name: no-manage-in-production
+    deny_if: 'request.role == "manage" && "production" in request.environments'
+    message: manage is no longer allowed in production
+`, 1)
+	tightened = strings.Replace(tightened, "    - {groups: [support-l1], max_role: monitor}",
+		"    - {groups: [support-l1], max_role: monitor}\n    - {groups: [support], max_role: manage}", 1)
+	// Write as editors do: a new file renamed over the old one.
+	tmp := policyPath + ".tmp"
+	os.WriteFile(tmp, []byte(tightened), 0o600)
+	os.Rename(tmp, policyPath)
+	sha1 := f.waitPolicy(t, sha0)
+
+	if f.active(t, manageProd) {
+		t.Fatal("a token the new deny rule forbids is still active")
+	}
+	if f.active(t, adminSandbox) {
+		t.Fatal("a token above the engineer's new tier cap is still active")
+	}
+	if !f.active(t, monitorSandbox) {
+		t.Fatal("a token the new policy still allows went inactive")
+	}
+	// New grants obey the new rule too.
+	if r := f.api(t, "POST", "/api/v1/tenants/acme/grants", admin, map[string]any{"role": "manage", "environments": []string{"production"}}); r.status != 403 || r.str("rule") != "no-manage-in-production" {
+		t.Fatalf("grant under the new rule: %d %s", r.status, r.raw)
+	}
+
+	// A broken edit keeps the last good policy.
+	failures := f.metric(t, "actas_policy_reload_failures_total")
+	os.WriteFile(policyPath, []byte(tightened+"\nroles: [oops\n"), 0o600)
+	deadline := time.Now().Add(10 * time.Second)
+	for f.metric(t, "actas_policy_reload_failures_total") == failures {
+		if time.Now().After(deadline) {
+			t.Fatal("the broken policy was not noticed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if sha := f.readyz(t)["policy_sha256"]; sha != sha1 {
+		t.Fatalf("policy changed to %v after a broken edit", sha)
+	}
+	if !f.active(t, monitorSandbox) || f.active(t, manageProd) {
+		t.Fatal("decisions changed after a broken edit")
+	}
+
+	// Loosening again never widens: the original policy back, the tokens
+	// come back as they were, never above what was issued.
+	os.WriteFile(policyPath, []byte(testPolicy), 0o600)
+	f.waitPolicy(t, sha1)
+	ir := f.introspect(t, manageProd)
+	if ir.body["active"] != true || ir.str("scope") != "read write" {
+		t.Fatalf("after loosening: %s", ir.raw)
+	}
+}
