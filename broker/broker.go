@@ -62,6 +62,8 @@ type Server struct {
 	registry  *prometheus.Registry
 	handler   http.Handler
 	inputs    *boundcache.Cache[string, inputs] // decoded claim snapshots by grant ID
+	// currentKey is the stored row of the signing key, for scheduled rotation.
+	currentKey atomic.Pointer[storage.SigningKey]
 }
 
 type client struct {
@@ -186,6 +188,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 				if err := s.RefreshKeys(ctx); err != nil && ctx.Err() == nil {
 					s.log.Warn("refreshing signing keys", "err", err)
 				}
+				s.maybeRotate(ctx)
 			}
 		}
 	}()

@@ -158,6 +158,12 @@ func freePort(t *testing.T) string {
 
 // writeConfig writes actas.yaml and policy.yaml into dir.
 func writeConfig(t *testing.T, dir, listen, storage string, cust, sup *idp, policy string) string {
+	return writeReplicaConfig(t, dir, listen, listen, storage, cust, sup, policy)
+}
+
+// writeReplicaConfig writes a config whose issuer may differ from its
+// listen address: replicas of one deployment share one issuer.
+func writeReplicaConfig(t *testing.T, dir, issuer, listen, storage string, cust, sup *idp, policy string) string {
 	t.Helper()
 	cfg := fmt.Sprintf(`issuer: http://%s
 listen: %s
@@ -185,7 +191,7 @@ clients:
     secret_env: ACTAS_OTHER_SECRET
     audience: other-product
     can_introspect: true
-`, listen, listen, storage, sup.m.Issuer(), cust.m.Issuer())
+`, issuer, listen, storage, sup.m.Issuer(), cust.m.Issuer())
 	p := filepath.Join(dir, "actas.yaml")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -417,4 +423,12 @@ func (f *fixture) engineer(t *testing.T, sub string, groups ...string) string {
 		groups = []string{"support"}
 	}
 	return f.sup.token(t, &testUser{Sub: sub, Email: sub + "@support.example", Groups: groups})
+}
+
+func mustGet(u string) *http.Request {
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		panic(err)
+	}
+	return req
 }

@@ -13,6 +13,7 @@ var (
 	ErrSupportOff     = errors.New("storage: tenant support access is off")
 	ErrEngineerLocked = errors.New("storage: engineer locked out after too many failed redemptions")
 	ErrUnavailable    = errors.New("storage: unavailable")
+	ErrConflict       = errors.New("storage: changed concurrently")
 )
 
 // Actor types recorded in audit events.
@@ -158,6 +159,15 @@ type SigningKey struct {
 	RetireAt      time.Time
 }
 
+// RotateParams describe one key rotation.
+type RotateParams struct {
+	ExpectCurrent string
+	Now           time.Time
+	RetireAt      time.Time // when the outgoing key leaves the JWKS
+	NewNext       SigningKey
+	Event         AuditEvent
+}
+
 // Engineer identifies a support engineer (the actor).
 type Engineer struct {
 	Sub    string
@@ -274,6 +284,13 @@ type Store interface {
 	// AddSigningKey stores a key; ErrAlreadyExists if a key of the same
 	// state "current" exists and k is current too.
 	AddSigningKey(ctx context.Context, k SigningKey, ev AuditEvent) error
+
+	// RotateKeys makes the next key current and the current key previous
+	// (published until p.RetireAt), retires previous keys past their time
+	// and stores p.NewNext as the next key, in one transaction.
+	// ErrConflict if the current key is no longer p.ExpectCurrent or there
+	// is no next key: another replica rotated first.
+	RotateKeys(ctx context.Context, p RotateParams) error
 
 	// AppendAudit writes an event that belongs to no other change.
 	AppendAudit(ctx context.Context, ev AuditEvent) error

@@ -4,13 +4,19 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"text/tabwriter"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "rotate" {
+		return keysRotate(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "list" {
-		fmt.Fprintln(stderr, "usage: actas keys list --config actas.yaml")
+		fmt.Fprintln(stderr, "usage: actas keys list|rotate --config actas.yaml")
 		return errUsage
 	}
 	fs := newFlags("keys list", "--config actas.yaml", stderr)
@@ -48,4 +54,37 @@ func ts(t time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// keysRotate makes the published next key current. Running servers pick
+// the change up on their next key refresh (30s) or on SIGHUP.
+func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("keys rotate", "--config actas.yaml [--force]", stderr)
+	cfgPath := fs.String("config", "", "operator config file (required)")
+	force := fs.Bool("force", false, "rotate even if the next key was published less than 2 minutes ago")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *cfgPath == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	pol, _, err := loadPolicy(*cfgPath, cfg)
+	if err != nil {
+		return err
+	}
+	a, err := wire(ctx, cfg, pol, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if err := a.server.RotateKeys(ctx, *force); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rotated: %s now signs\n", a.server.KeySet().SigningKeyID())
+	return nil
 }

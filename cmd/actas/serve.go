@@ -80,6 +80,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					return
 				case <-hup:
 					a.server.ReloadPolicy(ctx, policyPath)
+					if err := a.server.RefreshKeys(ctx); err != nil {
+						log.Error("refreshing signing keys", "err", err)
+					}
 				}
 			}
 		}()

@@ -61,11 +61,11 @@ func ParseDuration(s string) (time.Duration, error) {
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: a duration must be a string such as 24h or 5d", n.Line)
+		return &PosError{n.Line, n.Column, "a duration must be a string such as 24h or 5d"}
 	}
 	v, err := ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %v", n.Line, err)
+		return &PosError{n.Line, n.Column, err.Error()}
 	}
 	*d = Duration(v)
 	return nil
@@ -73,3 +73,11 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // Std returns the value as a time.Duration.
 func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// PosError is an error at a position, returned by custom unmarshalers.
+type PosError struct {
+	Line, Column int
+	Msg          string
+}
+
+func (e *PosError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Msg) }

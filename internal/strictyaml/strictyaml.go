@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -85,6 +86,10 @@ func syntaxProblem(err error) Problems {
 // typeProblems converts yaml.v3 type errors ("line 4: cannot unmarshal
 // !!str `x` into int") into Problems.
 func typeProblems(err error, doc *yaml.Node) Problems {
+	var pe *PosError
+	if errors.As(err, &pe) {
+		return Problems{{Line: pe.Line, Column: pe.Column, Msg: pe.Msg}}
+	}
 	msgs := []string{err.Error()}
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
@@ -97,6 +102,7 @@ func typeProblems(err error, doc *yaml.Node) Problems {
 		if _, scanErr := fmt.Sscanf(e, "line %d:", &line); scanErr == nil {
 			msg = strings.TrimSpace(e[strings.Index(e, ":")+1:])
 		}
+		msg = goTypeRE.ReplaceAllStringFunc(msg, yamlKind)
 		msg = strings.ReplaceAll(msg, "!!str", "string")
 		msg = strings.ReplaceAll(msg, "!!int", "integer")
 		msg = strings.ReplaceAll(msg, "!!map", "mapping")
@@ -105,6 +111,26 @@ func typeProblems(err error, doc *yaml.Node) Problems {
 		probs = append(probs, Problem{Line: line, Msg: msg})
 	}
 	return probs
+}
+
+var goTypeRE = regexp.MustCompile(`into \S+$`)
+
+// yamlKind rephrases "into []pkg.type" in the words of a YAML author.
+func yamlKind(into string) string {
+	t := strings.TrimPrefix(into, "into ")
+	switch {
+	case strings.HasPrefix(t, "[]"):
+		return "where a list is expected"
+	case strings.HasPrefix(t, "map["), strings.Contains(t, "."):
+		return "where a mapping is expected"
+	case t == "bool":
+		return "where true or false is expected"
+	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"), strings.HasPrefix(t, "float"):
+		return "where a number is expected"
+	case t == "string":
+		return "where a string is expected"
+	}
+	return "here"
 }
 
 // check walks node against t, recording unknown keys, duplicate keys and

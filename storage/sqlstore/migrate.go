@@ -113,6 +113,9 @@ var migrations = []migration{
 		`ALTER TABLE grants ADD COLUMN engineer_mfa BOOLEAN NOT NULL DEFAULT FALSE`,
 		`ALTER TABLE grants ADD COLUMN engineer_claims TEXT NOT NULL DEFAULT '{}'`,
 	}},
+	{3, "at most one next signing key", []string{
+		`CREATE UNIQUE INDEX signing_keys_one_next ON signing_keys (state) WHERE state = 'next'`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

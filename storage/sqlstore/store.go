@@ -1054,6 +1054,39 @@ func (s *Store) AddSigningKey(ctx context.Context, k storage.SigningKey, ev stor
 	})
 }
 
+// RotateKeys rotates signing keys in one transaction; see storage.Store.
+func (s *Store) RotateKeys(ctx context.Context, p storage.RotateParams) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		now := micro(p.Now)
+		if _, err := s.exec(ctx, tx, `UPDATE signing_keys SET state = ? WHERE state = ? AND retire_at <= ?`,
+			storage.KeyRetired, storage.KeyPrevious, now); err != nil {
+			return err
+		}
+		n, err := s.exec(ctx, tx, `UPDATE signing_keys SET state = ?, retire_at = ? WHERE id = ? AND state = ?`,
+			storage.KeyPrevious, micro(p.RetireAt), p.ExpectCurrent, storage.KeyCurrent)
+		if err != nil {
+			return err
+		}
+		if n != 1 {
+			return storage.ErrConflict
+		}
+		n, err = s.exec(ctx, tx, `UPDATE signing_keys SET state = ?, activated_at = ? WHERE state = ?`,
+			storage.KeyCurrent, now, storage.KeyNext)
+		if err != nil {
+			return err
+		}
+		if n != 1 {
+			return storage.ErrConflict
+		}
+		k := p.NewNext
+		if _, err := s.exec(ctx, tx, `INSERT INTO signing_keys (id, algorithm, private_sealed, public_jwk, state, created_at)
+			VALUES (?, ?, ?, ?, ?, ?)`, k.ID, k.Algorithm, k.PrivateSealed, string(k.PublicJWK), storage.KeyNext, micro(k.CreatedAt)); err != nil {
+			return err
+		}
+		return s.insertAudit(ctx, tx, p.Event)
+	})
+}
+
 // Audit lists events, newest first.
 func (s *Store) Audit(ctx context.Context, f storage.AuditFilter) ([]storage.AuditEvent, error) {
 	q := `SELECT id, tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		{"revoke/token", testRevokeToken},
 		{"refresh/rotation and reuse", testRefresh},
 		{"keys/add and list", testKeys},
+		{"keys/rotate once under a race", testRotate},
 		{"audit/filter and page", testAudit},
 	}
 	for _, tc := range tests {
@@ -527,5 +529,66 @@ func testAudit(t *testing.T, s storage.Store) {
 	page2, _ := s.Audit(ctx, storage.AuditFilter{TenantID: "acme", Limit: 2, BeforeID: page1[1].ID})
 	if len(page1) != 2 || len(page2) != 2 || page2[0].ID >= page1[1].ID {
 		t.Fatalf("pagination broken: %v %v", page1, page2)
+	}
+}
+
+func testRotate(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	key := func(id, state string) storage.SigningKey {
+		return storage.SigningKey{ID: id, Algorithm: "ES256", PrivateSealed: []byte{1}, PublicJWK: []byte(`{}`), State: state, CreatedAt: t0, ActivatedAt: t0}
+	}
+	if err := s.AddSigningKey(ctx, key("k1", storage.KeyCurrent), ev("", "key.create")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddSigningKey(ctx, key("k2", storage.KeyNext), ev("", "key.create")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddSigningKey(ctx, key("k2b", storage.KeyNext), ev("", "key.create")); !errors.Is(err, storage.ErrAlreadyExists) {
+		t.Fatalf("a second next key: %v", err)
+	}
+	// Two replicas rotate at once: exactly one wins.
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			nk := key(fmt.Sprintf("k3-%d", i), storage.KeyNext)
+			errs[i] = s.RotateKeys(ctx, storage.RotateParams{ExpectCurrent: "k1", Now: t0.Add(time.Hour), RetireAt: t0.Add(2 * time.Hour), NewNext: nk, Event: ev("", "key.rotate")})
+		}(i)
+	}
+	wg.Wait()
+	wins := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			wins++
+		case !errors.Is(err, storage.ErrConflict):
+			t.Fatalf("rotation: %v", err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d rotations won, want 1", wins)
+	}
+	states := map[string]string{}
+	keys, _ := s.SigningKeys(ctx)
+	for _, k := range keys {
+		states[k.State] += k.ID
+	}
+	if states[storage.KeyCurrent] != "k2" || states[storage.KeyPrevious] != "k1" || !strings.HasPrefix(states[storage.KeyNext], "k3-") {
+		t.Fatalf("after rotation: %v", states)
+	}
+	// The next rotation, after k1's window, retires it.
+	cur := states[storage.KeyNext]
+	if err := s.RotateKeys(ctx, storage.RotateParams{ExpectCurrent: "k2", Now: t0.Add(3 * time.Hour), RetireAt: t0.Add(4 * time.Hour), NewNext: key("k4", storage.KeyNext), Event: ev("", "key.rotate")}); err != nil {
+		t.Fatal(err)
+	}
+	keys, _ = s.SigningKeys(ctx)
+	got := map[string]string{}
+	for _, k := range keys {
+		got[k.ID] = k.State
+	}
+	if got["k1"] != "" || got["k2"] != storage.KeyPrevious || got[cur] != storage.KeyCurrent || got["k4"] != storage.KeyNext {
+		t.Fatalf("after the second rotation: %v", got)
 	}
 }
