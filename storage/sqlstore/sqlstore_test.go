@@ -92,3 +92,42 @@ func TestSchemaVersionGuard(t *testing.T) {
 	}
 	s.Close()
 }
+
+// Replicas starting at once on one PostgreSQL database migrate it once.
+func TestPostgresConcurrentMigrate(t *testing.T) {
+	dsn := postgresDSN(t)
+	b := make([]byte, 6)
+	rand.Read(b)
+	schema := fmt.Sprintf("m_%x", b)
+	admin, err := sqlx.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	admin.MustExec("CREATE SCHEMA " + schema)
+	defer admin.Exec("DROP SCHEMA " + schema + " CASCADE")
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	url := dsn + sep + "search_path=" + schema
+	errs := make(chan error, 8)
+	applied := make(chan int, 8)
+	for i := 0; i < 8; i++ {
+		go func() {
+			n, err := sqlstore.Migrate(context.Background(), "postgres", url, storetestNow())
+			errs <- err
+			applied <- n
+		}()
+	}
+	total := 0
+	for i := 0; i < 8; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent migrate: %v", err)
+		}
+		total += <-applied
+	}
+	if total != sqlstore.LatestVersion() {
+		t.Fatalf("%d migrations applied in all, want each of %d exactly once", total, sqlstore.LatestVersion())
+	}
+}

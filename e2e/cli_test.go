@@ -1,0 +1,72 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runActas(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command(actasBin, args...).CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	}
+	t.Fatal(err)
+	return "", -1
+}
+
+func TestPolicyCLI(t *testing.T) {
+	out, code := runActas(t, "policy", "check", "../examples/policy.yaml")
+	if code != 0 || !strings.Contains(out, "ok: 3 roles, 2 environments, 1 rules, max_ttl 180d") {
+		t.Fatalf("check sample: %d %s", code, out)
+	}
+	broken := filepath.Join(t.TempDir(), "broken.yaml")
+	os.WriteFile(broken, []byte("version: 1\nroles: []\nbogus: 1\n"), 0o600)
+	out, code = runActas(t, "policy", "check", "../examples/policy.yaml", broken)
+	if code != 1 || !strings.Contains(out, broken+":3:1: unknown key \"bogus\"") {
+		t.Fatalf("check broken: %d %s", code, out)
+	}
+	if _, code := runActas(t, "policy", "check"); code != 2 {
+		t.Fatalf("misuse must exit 2, got %d", code)
+	}
+
+	out, code = runActas(t, "policy", "explain", "--policy", "../examples/policy.yaml", "--granter-role", "admin",
+		"--role", "admin", "--env", "production", "--ttl", "2d", "--engineer-groups", "support,support-l1", "--json")
+	var ex struct {
+		Grant struct {
+			Decision  string
+			Effective struct {
+				Role   string
+				Scopes []string
+				TTL    string
+			}
+			Trail []string
+		}
+		Redeem struct {
+			Decision  string
+			Effective struct{ Role string }
+			Trail     []string
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &ex); err != nil || code != 0 {
+		t.Fatalf("explain --json: %d %v\n%s", code, err, out)
+	}
+	if ex.Grant.Decision != "allow" || strings.Join(ex.Grant.Effective.Scopes, " ") != "read write admin" || ex.Grant.Effective.TTL != "2d" ||
+		ex.Redeem.Effective.Role != "monitor" || len(ex.Grant.Trail) == 0 {
+		t.Fatalf("explain: %+v", ex)
+	}
+	out, code = runActas(t, "policy", "explain", "--policy", "../examples/policy.yaml", "--granter-role", "admin",
+		"--granter-claim", "plan=trial", "--role", "monitor", "--env", "sandbox")
+	if code != 1 || !strings.Contains(out, "grant: DENY by no-free-plans: support access is not available on free or trial plans") {
+		t.Fatalf("explain deny: %d %s", code, out)
+	}
+}
