@@ -128,28 +128,12 @@ func (s *Server) authenticateClient(r *http.Request, f form, requireSecret bool)
 
 var inactive = []byte(`{"active":false}` + "\n")
 
-// introspection is the RFC 7662 response for an active token, built from
-// stored state.
+// introspection is the RFC 7662 response for an active token: the access
+// token's claim set, rebuilt from stored state, plus active and token_type.
 type introspection struct {
-	Active       bool         `json:"active"`
-	TokenType    string       `json:"token_type"`
-	Iss          string       `json:"iss"`
-	Sub          string       `json:"sub"`
-	Aud          []string     `json:"aud"`
-	ClientID     string       `json:"client_id"`
-	Exp          int64        `json:"exp"`
-	Iat          int64        `json:"iat"`
-	Nbf          int64        `json:"nbf"`
-	Jti          string       `json:"jti"`
-	Act          claims.Actor `json:"act"`
-	Tenant       string       `json:"tenant"`
-	Roles        []string     `json:"roles"`
-	Environments []string     `json:"environments"`
-	Resources    []string     `json:"resources,omitempty"`
-	Scope        string       `json:"scope"`
-	GrantID      string       `json:"grant_id"`
-	GrantExp     int64        `json:"grant_exp"`
-	Ticket       string       `json:"ticket,omitempty"`
+	Active    bool   `json:"active"`
+	TokenType string `json:"token_type"`
+	claims.Claims
 }
 
 func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
@@ -222,15 +206,14 @@ func (s *Server) introspect(ctx context.Context, c *client, token string) (*intr
 	if pol.StillAllows(eng, ig, t.Role, now) != nil {
 		return nil, nil
 	}
-	return &introspection{
-		Active: true, TokenType: "Bearer",
+	return &introspection{Active: true, TokenType: "Bearer", Claims: claims.Claims{
 		Iss: s.cfg.Issuer, Sub: g.GrantedBy, Aud: []string{t.Audience}, ClientID: t.ClientID,
 		Exp: t.ExpiresAt.Unix(), Iat: t.IssuedAt.Unix(), Nbf: t.IssuedAt.Unix(), Jti: t.JTI,
 		Act:    claims.Actor{Sub: g.EngineerSub, Iss: g.EngineerIss, Email: g.EngineerEmail},
 		Tenant: g.TenantID, Roles: []string{t.Role}, Environments: g.Environments, Resources: g.Resources,
 		Scope:   narrowScope(t.Scope, pol.Scopes(t.Role)),
 		GrantID: g.ID, GrantExp: g.ExpiresAt.Unix(), Ticket: g.Ticket,
-	}, nil
+	}}, nil
 }
 
 // narrowScope keeps the scopes of issued that the policy still allows:

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -15,18 +16,17 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stderr, "usage: actas audit export --config actas.yaml --tenant T [--since RFC3339]")
 		return errUsage
 	}
-	fs := newFlags("audit export", "--config actas.yaml --tenant T [--since RFC3339] [--until RFC3339]", stderr)
-	cfgPath := fs.String("config", "", "operator config file (required)")
-	tenant := fs.String("tenant", "", "tenant whose events to export (required; \"\" events use --tenant='')")
-	since := fs.String("since", "", "only events at or after this time")
-	until := fs.String("until", "", "only events before this time")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	var tenant, since, until *string
+	st, _, err := configStore(ctx, "audit export", "--config actas.yaml --tenant T [--since RFC3339] [--until RFC3339]", args[1:], stderr,
+		func(fs *flag.FlagSet) {
+			tenant = fs.String("tenant", "", "tenant whose events to export (system events: --tenant '')")
+			since = fs.String("since", "", "only events at or after this time")
+			until = fs.String("until", "", "only events before this time")
+		})
+	if err != nil {
 		return err
 	}
-	if *cfgPath == "" || fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
-	}
+	defer st.Close()
 	f := storage.AuditFilter{TenantID: *tenant, Limit: 1000}
 	for _, p := range []struct {
 		v   string
@@ -41,15 +41,6 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			*p.dst = t
 		}
 	}
-	cfg, err := loadConfig(*cfgPath)
-	if err != nil {
-		return err
-	}
-	st, _, err := openStore(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	enc := json.NewEncoder(stdout)
 	for {
 		evs, err := st.Audit(ctx, f)

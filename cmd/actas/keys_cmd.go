@@ -19,20 +19,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(stderr, "usage: actas keys list|rotate --config actas.yaml")
 		return errUsage
 	}
-	fs := newFlags("keys list", "--config actas.yaml", stderr)
-	cfgPath := fs.String("config", "", "operator config file (required)")
-	if err := parseFlags(fs, args[1:]); err != nil {
-		return err
-	}
-	if *cfgPath == "" || fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
-	}
-	cfg, err := loadConfig(*cfgPath)
-	if err != nil {
-		return err
-	}
-	st, _, err := openStore(ctx, cfg)
+	st, _, err := configStore(ctx, "keys list", "--config actas.yaml", args[1:], stderr, nil)
 	if err != nil {
 		return err
 	}

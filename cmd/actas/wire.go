@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -101,4 +103,27 @@ func loadPolicy(cfgPath string, cfg *config.Config) (*policy.Policy, string, err
 		return nil, p, fmt.Errorf("policy: %w", err)
 	}
 	return pol, p, nil
+}
+
+// configStore parses the one required --config flag of a storage command
+// and opens the configured store.
+func configStore(ctx context.Context, name, synopsis string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*sqlstore.Store, *flag.FlagSet, error) {
+	fs := newFlags(name, synopsis, stderr)
+	cfgPath := fs.String("config", "", "operator config file (required)")
+	if extra != nil {
+		extra(fs)
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return nil, fs, err
+	}
+	if *cfgPath == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return nil, fs, errUsage
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return nil, fs, err
+	}
+	st, _, err := openStore(ctx, cfg)
+	return st, fs, err
 }

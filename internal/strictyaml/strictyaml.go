@@ -155,35 +155,19 @@ func check(node *yaml.Node, t reflect.Type, probs *Problems) {
 			return // yaml.v3 reports the type mismatch
 		}
 		fields := yamlFields(t)
-		seen := map[string]int{}
-		for i := 0; i+1 < len(node.Content); i += 2 {
-			k, v := node.Content[i], node.Content[i+1]
-			if first, dup := seen[k.Value]; dup {
-				*probs = append(*probs, Problem{k.Line, k.Column, fmt.Sprintf("duplicate key %q (first at line %d)", k.Value, first)})
-				continue
-			}
-			seen[k.Value] = k.Line
+		eachPair(node, probs, func(k, v *yaml.Node) {
 			ft, ok := fields[k.Value]
 			if !ok {
 				*probs = append(*probs, Problem{k.Line, k.Column, fmt.Sprintf("unknown key %q (known: %s)", k.Value, knownKeys(fields))})
-				continue
+				return
 			}
 			check(v, ft, probs)
-		}
+		})
 	case reflect.Map:
 		if node.Kind != yaml.MappingNode {
 			return
 		}
-		seen := map[string]int{}
-		for i := 0; i+1 < len(node.Content); i += 2 {
-			k, v := node.Content[i], node.Content[i+1]
-			if first, dup := seen[k.Value]; dup {
-				*probs = append(*probs, Problem{k.Line, k.Column, fmt.Sprintf("duplicate key %q (first at line %d)", k.Value, first)})
-				continue
-			}
-			seen[k.Value] = k.Line
-			check(v, t.Elem(), probs)
-		}
+		eachPair(node, probs, func(_, v *yaml.Node) { check(v, t.Elem(), probs) })
 	case reflect.Slice, reflect.Array:
 		if node.Kind != yaml.SequenceNode {
 			return
@@ -191,6 +175,21 @@ func check(node *yaml.Node, t reflect.Type, probs *Problems) {
 		for _, c := range node.Content {
 			check(c, t.Elem(), probs)
 		}
+	}
+}
+
+// eachPair calls fn for each key and value of a mapping, reporting
+// repeated keys instead.
+func eachPair(node *yaml.Node, probs *Problems, fn func(k, v *yaml.Node)) {
+	seen := map[string]int{}
+	for i := 0; i+1 < len(node.Content); i += 2 {
+		k, v := node.Content[i], node.Content[i+1]
+		if first, dup := seen[k.Value]; dup {
+			*probs = append(*probs, Problem{k.Line, k.Column, fmt.Sprintf("duplicate key %q (first at line %d)", k.Value, first)})
+			continue
+		}
+		seen[k.Value] = k.Line
+		fn(k, v)
 	}
 }
 
