@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -460,6 +461,8 @@ type auditJSON struct {
 	Outcome      string          `json:"outcome"`
 	Detail       json.RawMessage `json:"detail"`
 	PolicySHA256 string          `json:"policy_sha256"`
+	Seq          int64           `json:"seq"`
+	Hash         string          `json:"hash"`
 }
 
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, cu *customer) {
@@ -520,7 +523,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, cu *customer)
 	for _, e := range evs {
 		out = append(out, auditJSON{ID: e.ID, Time: e.Time.UTC(), Tenant: e.TenantID, ActorType: e.ActorType, ActorID: e.ActorID,
 			ActorIss: e.ActorIss, Action: e.Action, Target: e.Target, Outcome: e.Outcome, Detail: json.RawMessage(e.Detail),
-			PolicySHA256: e.PolicySHA256})
+			PolicySHA256: e.PolicySHA256, Seq: e.Seq, Hash: hex.EncodeToString(e.Hash)})
 	}
 	resp := map[string]any{"events": out}
 	if len(evs) == f.Limit {

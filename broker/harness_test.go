@@ -99,12 +99,13 @@ func newTestEnv(tb testing.TB) *testEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	st, err := sqlstore.Open(context.Background(), "sqlite", filepath.Join(tb.TempDir(), "actas.db"), sqlstore.Options{Migrate: true})
+	secrets, _ := DeriveSecrets([]byte("0123456789abcdef0123456789abcdef"))
+	testAuditKey := secrets.AuditKey()
+	st, err := sqlstore.Open(context.Background(), "sqlite", filepath.Join(tb.TempDir(), "actas.db"), sqlstore.Options{Migrate: true, AuditKey: testAuditKey})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { st.Close() })
-	secrets, _ := DeriveSecrets([]byte("0123456789abcdef0123456789abcdef"))
 	srv, err := New(context.Background(), Config{Operator: cfg, Policy: pol, Store: st, Secrets: secrets, HTTPClient: http.DefaultClient})
 	if err != nil {
 		tb.Fatal(err)

@@ -22,6 +22,7 @@ type Secrets struct {
 	refresh []byte // HMAC key for refresh tokens
 	kek     []byte // key-encryption key for signing keys in storage
 	cursor  []byte // HMAC key for audit pagination cursors
+	audit   []byte // HMAC key of the audit hash chain
 }
 
 // DeriveSecrets derives every per-use key from root (HKDF-SHA256, RFC 5869).
@@ -37,7 +38,7 @@ func DeriveSecrets(root []byte) (Secrets, error) {
 	for _, d := range []struct {
 		dst   *[]byte
 		label string
-	}{{&s.code, "support-code"}, {&s.refresh, "refresh-token"}, {&s.kek, "key-encryption"}, {&s.cursor, "audit-cursor"}} {
+	}{{&s.code, "support-code"}, {&s.refresh, "refresh-token"}, {&s.kek, "key-encryption"}, {&s.cursor, "audit-cursor"}, {&s.audit, "audit-chain"}} {
 		if *d.dst, err = derive(d.label); err != nil {
 			return Secrets{}, err
 		}
@@ -53,6 +54,9 @@ func mac(key []byte, parts ...string) []byte {
 	}
 	return m.Sum(nil)
 }
+
+// AuditKey is the key of the audit chain, for the store and for verifiers.
+func (s Secrets) AuditKey() []byte { return s.audit }
 
 // codeHash binds a support code to its tenant.
 func (s Secrets) codeHash(tenant, code string) []byte { return mac(s.code, tenant, code) }

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jmoiron/sqlx"
+	_ "modernc.org/sqlite"
 )
 
 func runActas(t *testing.T, args ...string) (string, int) {
@@ -68,5 +71,43 @@ func TestPolicyCLI(t *testing.T) {
 		"--granter-claim", "plan=trial", "--role", "monitor", "--env", "sandbox")
 	if code != 1 || !strings.Contains(out, "grant: DENY by no-free-plans: support access is not available on free or trial plans") {
 		t.Fatalf("explain deny: %d %s", code, out)
+	}
+}
+
+func TestAuditVerifyCLI(t *testing.T) {
+	f := newFixture(t)
+	admin := f.admin(t, "acme")
+	f.enable(t, "acme", admin, false)
+	id, code := f.grant(t, "acme", admin, map[string]any{"role": "monitor", "environments": []string{"sandbox"}})
+	f.exchange(t, "acme", code, f.engineer(t, "eng-v"))
+	f.api(t, "DELETE", "/api/v1/tenants/acme/grants/"+id, admin, nil)
+	f.stop(t)
+
+	verify := func() (string, int) {
+		cmd := exec.Command(actasBin, "audit", "verify", "--config", f.cfgPath)
+		cmd.Env = f.env
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		}
+		return string(out), 0
+	}
+	out, code2 := verify()
+	if code2 != 0 || !strings.Contains(out, "ok: ") {
+		t.Fatalf("verify untouched: %d %s", code2, out)
+	}
+	db, err := sqlx.Open("sqlite", filepath.Join(f.dir, "actas.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// Rewrite history: the grant was for admin, not monitor.
+	if _, err := db.Exec(`UPDATE audit_events SET detail = replace(detail, '"monitor"', '"admin"') WHERE action = 'grant.create' AND tenant_id = 'acme'`); err != nil {
+		t.Fatal(err)
+	}
+	out, code2 = verify()
+	if code2 != 1 || !strings.Contains(out, `tenant "acme" breaks at seq 2`) || !strings.Contains(out, "edited") {
+		t.Fatalf("verify tampered: %d %s", code2, out)
 	}
 }

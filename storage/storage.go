@@ -126,6 +126,9 @@ type TokenState struct {
 // codes, tokens or secrets.
 type AuditEvent struct {
 	ID           int64
+	Seq          int64 // position in the tenant's chain, from 1
+	PrevHash     []byte
+	Hash         []byte
 	Time         time.Time
 	TenantID     string
 	ActorType    string
@@ -296,4 +299,9 @@ type Store interface {
 	AppendAudit(ctx context.Context, ev AuditEvent) error
 	// Audit lists events, newest first.
 	Audit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+	// AuditHeads returns the head of every tenant's audit chain.
+	AuditHeads(ctx context.Context) ([]AuditHead, error)
+	// AuditChain returns a tenant's events with seq > afterSeq in seq
+	// order, at most limit.
+	AuditChain(ctx context.Context, tenantID string, afterSeq int64, limit int) ([]AuditEvent, error)
 }

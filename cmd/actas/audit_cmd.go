@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,8 +13,11 @@ import (
 )
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "verify" {
+		return auditVerify(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "export" {
-		fmt.Fprintln(stderr, "usage: actas audit export --config actas.yaml --tenant T [--since RFC3339]")
+		fmt.Fprintln(stderr, "usage: actas audit verify|export --config actas.yaml ...")
 		return errUsage
 	}
 	var tenant, since, until *string
@@ -57,4 +61,28 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		f.BeforeID = evs[len(evs)-1].ID
 	}
+}
+
+// auditVerify walks every tenant's chain and names the first bad event.
+func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	st, secrets, err := configStore(ctx, "audit verify", "--config actas.yaml", args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	n, err := storage.VerifyAudit(ctx, st, secrets.AuditKey())
+	var ce *storage.ChainError
+	if errors.As(err, &ce) {
+		fmt.Fprintf(stdout, "FAIL after %d good events: %v\n", n, ce)
+		return exitError{1}
+	}
+	if err != nil {
+		return err
+	}
+	heads, err := st.AuditHeads(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "ok: %d events in %d chains verify\n", n, len(heads))
+	return nil
 }

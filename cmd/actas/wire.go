@@ -27,17 +27,23 @@ type app struct {
 
 func (a *app) Close() error { return a.store.Close() }
 
-// openStore opens the configured storage, applying migrations.
-func openStore(ctx context.Context, cfg *config.Config) (*sqlstore.Store, string, error) {
+// openStore derives the secrets and opens the configured storage,
+// applying migrations.
+func openStore(ctx context.Context, cfg *config.Config) (*sqlstore.Store, broker.Secrets, error) {
+	secret, err := rootSecret(cfg)
+	if err != nil {
+		return nil, broker.Secrets{}, err
+	}
+	secrets, err := broker.DeriveSecrets(secret)
+	if err != nil {
+		return nil, broker.Secrets{}, err
+	}
 	kind, dsn, err := config.StorageKind(cfg.Storage)
 	if err != nil {
-		return nil, "", err
+		return nil, secrets, err
 	}
-	st, err := sqlstore.Open(ctx, kind, dsn, sqlstore.Options{Migrate: true})
-	if err != nil {
-		return nil, "", err
-	}
-	return st, kind, nil
+	st, err := sqlstore.Open(ctx, kind, dsn, sqlstore.Options{Migrate: true, AuditKey: secrets.AuditKey()})
+	return st, secrets, err
 }
 
 // rootSecret loads the root secret as DESIGN.md says: env, file, or (SQLite
@@ -60,15 +66,7 @@ func rootSecret(cfg *config.Config) ([]byte, error) {
 
 // wire builds the whole broker from an operator config and a policy.
 func wire(ctx context.Context, cfg *config.Config, pol *policy.Policy, log *slog.Logger, reg *prometheus.Registry) (*app, error) {
-	secret, err := rootSecret(cfg)
-	if err != nil {
-		return nil, err
-	}
-	secrets, err := broker.DeriveSecrets(secret)
-	if err != nil {
-		return nil, err
-	}
-	st, _, err := openStore(ctx, cfg)
+	st, secrets, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -107,23 +105,22 @@ func loadPolicy(cfgPath string, cfg *config.Config) (*policy.Policy, string, err
 
 // configStore parses the one required --config flag of a storage command
 // and opens the configured store.
-func configStore(ctx context.Context, name, synopsis string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*sqlstore.Store, *flag.FlagSet, error) {
+func configStore(ctx context.Context, name, synopsis string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*sqlstore.Store, broker.Secrets, error) {
 	fs := newFlags(name, synopsis, stderr)
 	cfgPath := fs.String("config", "", "operator config file (required)")
 	if extra != nil {
 		extra(fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
-		return nil, fs, err
+		return nil, broker.Secrets{}, err
 	}
 	if *cfgPath == "" || fs.NArg() > 0 {
 		fs.Usage()
-		return nil, fs, errUsage
+		return nil, broker.Secrets{}, errUsage
 	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
-		return nil, fs, err
+		return nil, broker.Secrets{}, err
 	}
-	st, _, err := openStore(ctx, cfg)
-	return st, fs, err
+	return openStore(ctx, cfg)
 }

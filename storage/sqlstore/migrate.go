@@ -116,6 +116,17 @@ var migrations = []migration{
 	{3, "at most one next signing key", []string{
 		`CREATE UNIQUE INDEX signing_keys_one_next ON signing_keys (state) WHERE state = 'next'`,
 	}},
+	{4, "hash-chained audit", []string{
+		`ALTER TABLE audit_events ADD COLUMN seq BIGINT`,
+		`ALTER TABLE audit_events ADD COLUMN prev_hash {{BLOB}}`,
+		`ALTER TABLE audit_events ADD COLUMN hash {{BLOB}}`,
+		`CREATE UNIQUE INDEX audit_events_chain ON audit_events (tenant_id, seq)`,
+		`CREATE TABLE audit_heads (
+			tenant_id TEXT PRIMARY KEY,
+			seq BIGINT NOT NULL,
+			hash {{BLOB}} NOT NULL
+		)`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

@@ -18,7 +18,7 @@ import (
 
 func openSQLite(t *testing.T) storage.Store {
 	path := filepath.Join(t.TempDir(), "actas.db")
-	s, err := sqlstore.Open(context.Background(), "sqlite", path, sqlstore.Options{Migrate: true})
+	s, err := sqlstore.Open(context.Background(), "sqlite", path, sqlstore.Options{Migrate: true, AuditKey: testAuditKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func openSQLite(t *testing.T) storage.Store {
 	return s
 }
 
-func TestSQLite(t *testing.T) { storetest.Run(t, openSQLite) }
+func TestSQLite(t *testing.T) { storetest.Run(t, openSQLite, testAuditKey) }
 
 // PostgresDSN returns the test DSN; the tests skip only when none is set,
 // and .ci/run always sets one.
@@ -63,7 +63,7 @@ func openPostgres(t *testing.T) storage.Store {
 	if strings.Contains(dsn, "?") {
 		sep = "&"
 	}
-	s, err := sqlstore.Open(context.Background(), "postgres", dsn+sep+"search_path="+schema, sqlstore.Options{Migrate: true})
+	s, err := sqlstore.Open(context.Background(), "postgres", dsn+sep+"search_path="+schema, sqlstore.Options{Migrate: true, AuditKey: testAuditKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,11 +71,11 @@ func openPostgres(t *testing.T) storage.Store {
 	return s
 }
 
-func TestPostgres(t *testing.T) { storetest.Run(t, openPostgres) }
+func TestPostgres(t *testing.T) { storetest.Run(t, openPostgres, testAuditKey) }
 
 func TestSchemaVersionGuard(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "actas.db")
-	if _, err := sqlstore.Open(context.Background(), "sqlite", path, sqlstore.Options{}); err == nil || !strings.Contains(err.Error(), "actas migrate") {
+	if _, err := sqlstore.Open(context.Background(), "sqlite", path, sqlstore.Options{AuditKey: testAuditKey}); err == nil || !strings.Contains(err.Error(), "actas migrate") {
 		t.Fatalf("unmigrated database opened: %v", err)
 	}
 	n, err := sqlstore.Migrate(context.Background(), "sqlite", path, storetestNow())
@@ -86,7 +86,7 @@ func TestSchemaVersionGuard(t *testing.T) {
 	if err != nil || n != 0 {
 		t.Fatalf("second migrate applied %d (%v), want 0", n, err)
 	}
-	s, err := sqlstore.Open(context.Background(), "sqlite", path, sqlstore.Options{})
+	s, err := sqlstore.Open(context.Background(), "sqlite", path, sqlstore.Options{AuditKey: testAuditKey})
 	if err != nil {
 		t.Fatal(err)
 	}

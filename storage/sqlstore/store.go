@@ -37,6 +37,8 @@ type Store struct {
 	stmts  map[string]*sqlx.Stmt // prepared on write, by query text
 	wanted map[string]bool       // queries to prepare once the writer is free
 	closed bool
+
+	auditKey []byte // HMAC key of the audit chain
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -47,6 +49,8 @@ type Options struct {
 	// binary's schema is an error.
 	Migrate bool
 	Now     func() time.Time
+	// AuditKey keys the audit chain's HMAC; at least 32 bytes, required.
+	AuditKey []byte
 }
 
 // Open connects to kind ("sqlite" or "postgres") at dsn (a file path, or a
@@ -55,7 +59,10 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Store{}
+	if len(o.AuditKey) < 32 {
+		return nil, errors.New("sqlstore: an audit chain key of at least 32 bytes is required")
+	}
+	s := &Store{auditKey: o.AuditKey}
 	switch kind {
 	case "sqlite":
 		s.f = flavorSQLite
@@ -375,15 +382,35 @@ func detailOrEmpty(b []byte) string {
 	return string(b)
 }
 
+// insertAudit appends ev to its tenant's hash chain inside tx: the head
+// row is locked (PostgreSQL FOR UPDATE; SQLite has one writer), the event
+// is linked to it and the head advanced, all in the caller's transaction.
 func (s *Store) insertAudit(ctx context.Context, tx *sqlx.Tx, ev storage.AuditEvent) error {
 	if ev.Action == "" || ev.ActorType == "" {
 		return fmt.Errorf("sqlstore: audit event needs an action and an actor type")
 	}
-	_, err := s.exec(ctx, tx, `INSERT INTO audit_events
-		(tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	// One statement creates the head if needed and returns it; the no-op
+	// update takes the row lock on PostgreSQL until the transaction ends.
+	var prev []byte
+	if err := s.queryRow(ctx, tx, `INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?, 0, ?)
+		ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq RETURNING seq, hash`,
+		ev.TenantID, storage.GenesisHash).Scan(&ev.Seq, &prev); err != nil {
+		return s.mapErr(err)
+	}
+	ev.Seq++
+	ev.Time = time.UnixMicro(ev.Time.UnixMicro()).UTC() // the precision stored, so the hash verifies
+	if len(ev.Detail) == 0 {
+		ev.Detail = []byte("{}")
+	}
+	hash := storage.EventHash(s.auditKey, &ev, prev)
+	if _, err := s.exec(ctx, tx, `INSERT INTO audit_events
+		(tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256, seq, prev_hash, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		ev.TenantID, micro(ev.Time), ev.ActorType, ev.ActorID, ev.ActorIss, ev.Action, ev.Target,
-		ev.Outcome, detailOrEmpty(ev.Detail), ev.PolicySHA256)
+		ev.Outcome, string(ev.Detail), ev.PolicySHA256, ev.Seq, prev, hash); err != nil {
+		return err
+	}
+	_, err := s.exec(ctx, tx, `UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?`, ev.Seq, hash, ev.TenantID)
 	return err
 }
 
@@ -1054,6 +1081,30 @@ func (s *Store) AddSigningKey(ctx context.Context, k storage.SigningKey, ev stor
 	})
 }
 
+// AuditHeads returns every tenant's chain head.
+func (s *Store) AuditHeads(ctx context.Context) ([]storage.AuditHead, error) {
+	rows, err := s.read.QueryxContext(ctx, `SELECT tenant_id, seq, hash FROM audit_heads ORDER BY tenant_id`)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	defer rows.Close()
+	var out []storage.AuditHead
+	for rows.Next() {
+		var h storage.AuditHead
+		if err := rows.Scan(&h.TenantID, &h.Seq, &h.Hash); err != nil {
+			return nil, s.mapErr(err)
+		}
+		out = append(out, h)
+	}
+	return out, s.mapErr(rows.Err())
+}
+
+// AuditChain returns a tenant's events after afterSeq in chain order.
+func (s *Store) AuditChain(ctx context.Context, tenantID string, afterSeq int64, limit int) ([]storage.AuditEvent, error) {
+	return s.queryAudit(ctx, fmt.Sprintf(`SELECT `+auditCols+` FROM audit_events WHERE tenant_id = ? AND COALESCE(seq, 0) > ?
+		ORDER BY seq, id LIMIT %d`, limit), tenantID, afterSeq)
+}
+
 // RotateKeys rotates signing keys in one transaction; see storage.Store.
 func (s *Store) RotateKeys(ctx context.Context, p storage.RotateParams) error {
 	return s.tx(ctx, func(tx *sqlx.Tx) error {
@@ -1089,8 +1140,7 @@ func (s *Store) RotateKeys(ctx context.Context, p storage.RotateParams) error {
 
 // Audit lists events, newest first.
 func (s *Store) Audit(ctx context.Context, f storage.AuditFilter) ([]storage.AuditEvent, error) {
-	q := `SELECT id, tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256
-		FROM audit_events WHERE tenant_id = ?`
+	q := `SELECT ` + auditCols + ` FROM audit_events WHERE tenant_id = ?`
 	args := []any{f.TenantID}
 	if f.ActorType != "" {
 		q += ` AND actor_type = ?`
@@ -1117,6 +1167,13 @@ func (s *Store) Audit(ctx context.Context, f storage.AuditFilter) ([]storage.Aud
 		limit = 100
 	}
 	q += fmt.Sprintf(` ORDER BY id DESC LIMIT %d`, limit)
+	return s.queryAudit(ctx, q, args...)
+}
+
+const auditCols = `id, tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256,
+	COALESCE(seq, 0), prev_hash, hash`
+
+func (s *Store) queryAudit(ctx context.Context, q string, args ...any) ([]storage.AuditEvent, error) {
 	rows, err := s.read.QueryxContext(ctx, s.read.Rebind(q), args...)
 	if err != nil {
 		return nil, s.mapErr(err)
@@ -1127,7 +1184,8 @@ func (s *Store) Audit(ctx context.Context, f storage.AuditFilter) ([]storage.Aud
 		var e storage.AuditEvent
 		var at int64
 		var detail string
-		if err := rows.Scan(&e.ID, &e.TenantID, &at, &e.ActorType, &e.ActorID, &e.ActorIss, &e.Action, &e.Target, &e.Outcome, &detail, &e.PolicySHA256); err != nil {
+		if err := rows.Scan(&e.ID, &e.TenantID, &at, &e.ActorType, &e.ActorID, &e.ActorIss, &e.Action, &e.Target, &e.Outcome,
+			&detail, &e.PolicySHA256, &e.Seq, &e.PrevHash, &e.Hash); err != nil {
 			return nil, s.mapErr(err)
 		}
 		e.Time, e.Detail = fromMicro(at), []byte(detail)

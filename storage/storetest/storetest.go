@@ -15,8 +15,9 @@ import (
 	"github.com/actas/actas/storage"
 )
 
-// Run runs the suite; open returns a fresh, empty, migrated store.
-func Run(t *testing.T, open func(t *testing.T) storage.Store) {
+// Run runs the suite; open returns a fresh, empty, migrated store whose
+// audit chain is keyed with auditKey.
+func Run(t *testing.T, open func(t *testing.T) storage.Store, auditKey []byte) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s storage.Store)
@@ -38,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		{"keys/add and list", testKeys},
 		{"keys/rotate once under a race", testRotate},
 		{"audit/filter and page", testAudit},
+		{"audit/chain under concurrent writers", func(t *testing.T, s storage.Store) { testChainConcurrency(t, s, auditKey) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -590,5 +592,49 @@ func testRotate(t *testing.T, s storage.Store) {
 	}
 	if got["k1"] != "" || got["k2"] != storage.KeyPrevious || got[cur] != storage.KeyCurrent || got["k4"] != storage.KeyNext {
 		t.Fatalf("after the second rotation: %v", got)
+	}
+}
+
+func testChainConcurrency(t *testing.T, s storage.Store, key []byte) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 10; i++ {
+				tenant := "acme"
+				if i%3 == 0 {
+					tenant = fmt.Sprintf("t%d", g%4)
+				}
+				e := ev(tenant, "grant.create")
+				e.Detail = []byte(fmt.Sprintf(`{"g":%d,"i":%d}`, g, i))
+				if err := s.AppendAudit(ctx, e); err != nil {
+					errs <- err
+					return
+				}
+			}
+			// state changes append to the same chain in their own transactions
+			if err := s.CreateGrant(ctx, newGrant("acme", fmt.Sprintf("9%05d", g)), ev("acme", "grant.create")); err != nil {
+				errs <- err
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	n, err := storage.VerifyAudit(ctx, s, key)
+	if err != nil {
+		t.Fatalf("chain after concurrent writers: %v", err)
+	}
+	if want := 1 + 16*10 + 16; n != want {
+		t.Fatalf("verified %d events, want %d", n, want)
+	}
+	if _, err := storage.VerifyAudit(ctx, s, []byte("another key, another key, another")); err == nil {
+		t.Fatal("the chain verified under a different key")
 	}
 }

@@ -1,0 +1,135 @@
+package sqlstore_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/actas/actas/storage"
+	"github.com/actas/actas/storage/sqlstore"
+)
+
+// rawStore opens a store and, beside it, a raw connection to the same
+// database, as an attacker with database access would have.
+type rawOpener func(t *testing.T) (storage.Store, *sqlx.DB)
+
+func rawSQLite(t *testing.T) (storage.Store, *sqlx.DB) {
+	path := filepath.Join(t.TempDir(), "actas.db")
+	s, err := sqlstore.Open(context.Background(), "sqlite", path, sqlstore.Options{Migrate: true, AuditKey: testAuditKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	db := sqlx.MustOpen("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	t.Cleanup(func() { db.Close() })
+	return s, db
+}
+
+func rawPostgres(t *testing.T) (storage.Store, *sqlx.DB) {
+	dsn := postgresDSN(t)
+	b := make([]byte, 6)
+	rand.Read(b)
+	schema := fmt.Sprintf("x_%x", b)
+	admin := sqlx.MustOpen("pgx", dsn)
+	admin.MustExec("CREATE SCHEMA " + schema)
+	t.Cleanup(func() { admin.Exec("DROP SCHEMA " + schema + " CASCADE"); admin.Close() })
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	url := dsn + sep + "search_path=" + schema
+	s, err := sqlstore.Open(context.Background(), "postgres", url, sqlstore.Options{Migrate: true, AuditKey: testAuditKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	db := sqlx.MustOpen("pgx", url)
+	t.Cleanup(func() { db.Close() })
+	return s, db
+}
+
+func TestTamperSQLite(t *testing.T)   { runTamper(t, rawSQLite) }
+func TestTamperPostgres(t *testing.T) { runTamper(t, rawPostgres) }
+
+func runTamper(t *testing.T, open rawOpener) {
+	t0 := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	fill := func(t *testing.T, s storage.Store) {
+		for i := 1; i <= 5; i++ {
+			for _, tenant := range []string{"acme", "other"} {
+				err := s.AppendAudit(context.Background(), storage.AuditEvent{Time: t0.Add(time.Duration(i) * time.Minute), TenantID: tenant,
+					ActorType: storage.ActorTenantAdmin, ActorID: "ada", Action: "grant.create", Target: fmt.Sprintf("grt_%d", i),
+					Outcome: "success", Detail: []byte(fmt.Sprintf(`{"role":"monitor","n":%d}`, i))})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		tamper  []string
+		wantSeq int64
+		reason  string
+	}{
+		{"edited detail", []string{`UPDATE audit_events SET detail = '{"role":"admin","n":3}' WHERE tenant_id = 'acme' AND seq = 3`}, 3, "edited"},
+		{"edited actor", []string{`UPDATE audit_events SET actor_id = 'mallory' WHERE tenant_id = 'acme' AND seq = 2`}, 2, "edited"},
+		{"edited time", []string{`UPDATE audit_events SET at = at + 1 WHERE tenant_id = 'acme' AND seq = 4`}, 4, "edited"},
+		{"deleted middle row", []string{`DELETE FROM audit_events WHERE tenant_id = 'acme' AND seq = 3`}, 3, "missing"},
+		{"deleted last row", []string{`DELETE FROM audit_events WHERE tenant_id = 'acme' AND seq = 5`}, 4, "deleted"},
+		{"inserted row", []string{`INSERT INTO audit_events (tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256, seq, prev_hash, hash)
+			SELECT tenant_id, at, actor_type, 'mallory', actor_iss, action, target, outcome, detail, policy_sha256, 6, hash, hash FROM audit_events WHERE tenant_id = 'acme' AND seq = 5`}, 6, "edited"},
+		{"swapped order", []string{
+			`UPDATE audit_events SET seq = 1000 WHERE tenant_id = 'acme' AND seq = 2`,
+			`UPDATE audit_events SET seq = 2 WHERE tenant_id = 'acme' AND seq = 3`,
+			`UPDATE audit_events SET seq = 3 WHERE tenant_id = 'acme' AND seq = 1000`}, 2, "prev_hash"},
+		{"moved to another tenant", []string{`UPDATE audit_events SET tenant_id = 'other', seq = 99 WHERE tenant_id = 'acme' AND seq = 4`}, 4, "missing"},
+		{"edited head", []string{`UPDATE audit_heads SET seq = 4 WHERE tenant_id = 'acme'`}, 5, "head was edited"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, db := open(t)
+			fill(t, s)
+			if n, err := storage.VerifyAudit(context.Background(), s, testAuditKey); err != nil || n != 10 {
+				t.Fatalf("untouched chain: %d %v", n, err)
+			}
+			for _, q := range tc.tamper {
+				if _, err := db.Exec(q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := storage.VerifyAudit(context.Background(), s, testAuditKey)
+			var ce *storage.ChainError
+			if !errors.As(err, &ce) {
+				t.Fatalf("tampering not detected: %v", err)
+			}
+			if ce.TenantID != "acme" || ce.Seq != tc.wantSeq || !strings.Contains(ce.Reason, tc.reason) {
+				t.Fatalf("detected %v; want tenant acme, seq %d, reason mentioning %q", ce, tc.wantSeq, tc.reason)
+			}
+		})
+	}
+}
+
+// BenchmarkAppendAudit measures appending one chained event in its own
+// durable transaction.
+func BenchmarkAppendAudit(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "actas.db")
+	s, err := sqlstore.Open(context.Background(), "sqlite", path, sqlstore.Options{Migrate: true, AuditKey: testAuditKey})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ev := storage.AuditEvent{Time: time.Now(), TenantID: "acme", ActorType: storage.ActorTenantAdmin, ActorID: "ada",
+		Action: "grant.create", Target: "grt_1", Outcome: "success", Detail: []byte(`{"role":"monitor"}`)}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := s.AppendAudit(context.Background(), ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
