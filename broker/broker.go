@@ -64,6 +64,7 @@ type Server struct {
 	inputs    *boundcache.Cache[string, inputs] // decoded claim snapshots by grant ID
 	// currentKey is the stored row of the signing key, for scheduled rotation.
 	currentKey atomic.Pointer[storage.SigningKey]
+	usage      usage
 }
 
 type client struct {
@@ -189,6 +190,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 					s.log.Warn("refreshing signing keys", "err", err)
 				}
 				s.maybeRotate(ctx)
+				s.flushUsage(ctx, false)
 			}
 		}
 	}()
@@ -204,6 +206,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		}
 	}
 	<-done
+	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.flushUsage(fctx, true) // requests have drained: nothing counted is lost
 	return err
 }
 

@@ -206,6 +206,7 @@ func (s *Server) introspect(ctx context.Context, c *client, token string) (*intr
 	if pol.StillAllows(eng, ig, t.Role, now) != nil {
 		return nil, nil
 	}
+	s.noteIntrospection(ctx, c, &st, now)
 	return &introspection{Active: true, TokenType: "Bearer", Claims: claims.Claims{
 		Iss: s.cfg.Issuer, Sub: g.GrantedBy, Aud: []string{t.Audience}, ClientID: t.ClientID,
 		Exp: t.ExpiresAt.Unix(), Iat: t.IssuedAt.Unix(), Nbf: t.IssuedAt.Unix(), Jti: t.JTI,

@@ -160,7 +160,7 @@ func TestFlowEndToEnd(t *testing.T) {
 		ev := e.(map[string]any)
 		actions = append(actions, ev["actor_type"].(string)+":"+ev["action"].(string))
 	}
-	want := "tenant_admin:grant.revoke,support_engineer:token.refresh,support_engineer:token.issue,support_engineer:grant.redeem,tenant_admin:grant.create,tenant_admin:support_access.enable"
+	want := "tenant_admin:grant.revoke,client:token.introspect,support_engineer:token.refresh,client:token.introspect,support_engineer:token.issue,support_engineer:grant.redeem,tenant_admin:grant.create,tenant_admin:support_access.enable"
 	if strings.Join(actions, ",") != want {
 		t.Fatalf("audit trail:\n got %s\nwant %s", strings.Join(actions, ","), want)
 	}

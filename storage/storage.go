@@ -88,15 +88,16 @@ func (g *Grant) Status(now time.Time) string {
 
 // Token is an issued access token, by its jti.
 type Token struct {
-	JTI       string
-	GrantID   string
-	ClientID  string
-	Audience  string
-	Role      string
-	Scope     string
-	IssuedAt  time.Time
-	ExpiresAt time.Time
-	RevokedAt time.Time
+	JTI         string
+	GrantID     string
+	ClientID    string
+	Audience    string
+	Role        string
+	Scope       string
+	IssuedAt    time.Time
+	ExpiresAt   time.Time
+	RevokedAt   time.Time
+	FirstUsedAt time.Time // first active introspection; zero: never
 }
 
 // RefreshToken is an issued refresh token, by the HMAC of its value.
@@ -279,6 +280,9 @@ type Store interface {
 
 	// TokenState reads a token with its grant and tenant toggle.
 	TokenState(ctx context.Context, jti string) (TokenState, error)
+	// MarkTokenUsed records a token's first active introspection with its
+	// audit event; false (and no event) if it was already recorded.
+	MarkTokenUsed(ctx context.Context, jti string, at time.Time, ev AuditEvent) (bool, error)
 	// RevokeToken revokes one access token; false if already revoked.
 	RevokeToken(ctx context.Context, jti string, at time.Time, ev AuditEvent) (bool, error)
 

@@ -127,6 +127,9 @@ var migrations = []migration{
 			hash {{BLOB}} NOT NULL
 		)`,
 	}},
+	{5, "first introspection of each token", []string{
+		`ALTER TABLE tokens ADD COLUMN first_used_at BIGINT`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

@@ -1010,22 +1010,38 @@ func (s *Store) RefreshGrant(ctx context.Context, hash []byte) (storage.RefreshT
 	return r, g, finish()
 }
 
-const tokenCols = `t.jti, t.grant_id, t.client_id, t.audience, t.role, t.scope, t.issued_at, t.expires_at, t.revoked_at`
+const tokenCols = `t.jti, t.grant_id, t.client_id, t.audience, t.role, t.scope, t.issued_at, t.expires_at, t.revoked_at, t.first_used_at`
 
 // TokenState reads a token with its grant and tenant toggle in one query.
 func (s *Store) TokenState(ctx context.Context, jti string) (storage.TokenState, error) {
 	var st storage.TokenState
 	t := &st.Token
 	var issued, expires int64
-	var revoked sql.NullInt64
+	var revoked, firstUsed sql.NullInt64
 	gdest, finish := grantDest(&st.Grant)
-	dest := append([]any{&t.JTI, &t.GrantID, &t.ClientID, &t.Audience, &t.Role, &t.Scope, &issued, &expires, &revoked}, gdest...)
+	dest := append([]any{&t.JTI, &t.GrantID, &t.ClientID, &t.Audience, &t.Role, &t.Scope, &issued, &expires, &revoked, &firstUsed}, gdest...)
 	dest = append(dest, &st.TenantEnabled, &st.AllowNonAdminGrants)
 	if err := s.tokenState.QueryRowxContext(ctx, jti).Scan(dest...); err != nil {
 		return storage.TokenState{}, s.mapErr(err)
 	}
-	t.IssuedAt, t.ExpiresAt, t.RevokedAt = fromMicro(issued), fromMicro(expires), fromNull(revoked)
+	t.IssuedAt, t.ExpiresAt, t.RevokedAt, t.FirstUsedAt = fromMicro(issued), fromMicro(expires), fromNull(revoked), fromNull(firstUsed)
 	return st, finish()
+}
+
+// MarkTokenUsed records a token's first active introspection.
+func (s *Store) MarkTokenUsed(ctx context.Context, jti string, at time.Time, ev storage.AuditEvent) (bool, error) {
+	var changed bool
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		n, err := s.exec(ctx, tx, `UPDATE tokens SET first_used_at = ? WHERE jti = ? AND first_used_at IS NULL`, micro(at), jti)
+		if err != nil {
+			return err
+		}
+		if changed = n > 0; !changed {
+			return nil
+		}
+		return s.insertAudit(ctx, tx, ev)
+	})
+	return changed, err
 }
 
 // RevokeToken revokes one access token.

@@ -420,6 +420,17 @@ func testRevokeToken(t *testing.T, s storage.Store) {
 	enable(t, s, "acme")
 	mustCreate(t, s, newGrant("acme", "565656"))
 	g, is := redeem(t, s, redeemParams("acme", "565656", "eng-1", t0))
+	for i, want := range []bool{true, false} {
+		if ok, err := s.MarkTokenUsed(ctx, is.Token.JTI, t0.Add(time.Duration(i)*time.Second), ev("acme", "token.introspect")); ok != want || err != nil {
+			t.Fatalf("mark used #%d: %v %v", i, ok, err)
+		}
+	}
+	if st, _ := s.TokenState(ctx, is.Token.JTI); !st.Token.FirstUsedAt.Equal(t0) {
+		t.Fatalf("first use = %v", st.Token.FirstUsedAt)
+	}
+	if n := auditCount(t, s, "acme", "token.introspect"); n != 1 {
+		t.Fatalf("first-use events = %d", n)
+	}
 	if ok, err := s.RevokeToken(ctx, is.Token.JTI, t0, ev("acme", "token.revoke")); !ok || err != nil {
 		t.Fatalf("revoke token: %v %v", ok, err)
 	}

@@ -1,0 +1,87 @@
+package broker
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/actas/actas/storage"
+)
+
+// usage counts active introspections per token and client for the current
+// hour, so that introspection is audited as a summary, not per call: the
+// first use of each token is recorded at once (MarkTokenUsed), then each
+// hour's count per token and client.
+type usage struct {
+	mu     sync.Mutex
+	hour   time.Time
+	counts map[usageKey]*usageCount
+}
+
+type usageKey struct{ jti, client string }
+
+type usageCount struct {
+	tenant, grantID, sub, act, actIss string
+	n                                 int64
+}
+
+// add counts one introspection at now.
+func (u *usage) add(now time.Time, k usageKey, c usageCount) {
+	hour := now.UTC().Truncate(time.Hour)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.counts == nil {
+		u.counts, u.hour = map[usageKey]*usageCount{}, hour
+	}
+	if e, ok := u.counts[k]; ok {
+		e.n++
+		return
+	}
+	c.n = 1
+	u.counts[k] = &c
+}
+
+// take returns the counts of a finished hour (or all counts when all is
+// set, at shutdown) and starts a new window.
+func (u *usage) take(now time.Time, all bool) (time.Time, map[usageKey]*usageCount) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.counts) == 0 || (!all && !now.UTC().Truncate(time.Hour).After(u.hour)) {
+		return time.Time{}, nil
+	}
+	hour, counts := u.hour, u.counts
+	u.counts, u.hour = map[usageKey]*usageCount{}, now.UTC().Truncate(time.Hour)
+	return hour, counts
+}
+
+// flushUsage writes the summary events of a finished hour (or everything
+// counted so far when all is set).
+func (s *Server) flushUsage(ctx context.Context, all bool) {
+	hour, counts := s.usage.take(s.now(), all)
+	for k, c := range counts {
+		ev := s.event(ctx, actor{Type: storage.ActorClient, ID: k.client}, c.tenant, "token.introspect", k.jti, "success", map[string]any{
+			"summary": true, "hour": hour.Format(time.RFC3339), "count": c.n,
+			"sub": c.sub, "act": c.act, "act_iss": c.actIss, "grant_id": c.grantID,
+		})
+		if err := s.store.AppendAudit(ctx, ev); err != nil {
+			s.log.Error("audit: introspection summary", "err", err, "jti", k.jti)
+		}
+	}
+}
+
+// noteIntrospection audits an active introspection: the first use of a
+// token at once, every use in the hourly summary. Failing to audit does not
+// change the answer, which rests on the committed state only.
+func (s *Server) noteIntrospection(ctx context.Context, c *client, st *storage.TokenState, now time.Time) {
+	g := &st.Grant
+	s.usage.add(now, usageKey{st.Token.JTI, c.ID}, usageCount{tenant: g.TenantID, grantID: g.ID, sub: g.GrantedBy, act: g.EngineerSub, actIss: g.EngineerIss})
+	if !st.Token.FirstUsedAt.IsZero() {
+		return
+	}
+	ev := s.event(ctx, actor{Type: storage.ActorClient, ID: c.ID}, g.TenantID, "token.introspect", st.Token.JTI, "success", map[string]any{
+		"first_use": true, "sub": g.GrantedBy, "act": g.EngineerSub, "act_iss": g.EngineerIss, "grant_id": g.ID,
+	})
+	if _, err := s.store.MarkTokenUsed(ctx, st.Token.JTI, now, ev); err != nil {
+		s.logger(ctx).Error("audit: first introspection", "err", err)
+	}
+}

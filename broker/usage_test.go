@@ -1,0 +1,48 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/actas/actas/storage"
+)
+
+func TestIntrospectionAudit(t *testing.T) {
+	e := newTestEnv(t)
+	clock := time.Now()
+	e.srv.now = func() time.Time { return clock }
+	admin := e.admin(t)
+	e.enable(t, admin)
+	tok := e.redeem(t, admin, e.engineer(t))
+	for i := 0; i < 5; i++ {
+		if w := e.post(t, "/introspect", url.Values{"token": {tok}}, "product", testProductSecret); w.Code != 200 {
+			t.Fatalf("introspect: %d", w.Code)
+		}
+	}
+	evs, _ := e.store.Audit(context.Background(), storage.AuditFilter{TenantID: "acme", Action: "token.introspect"})
+	if len(evs) != 1 || evs[0].ActorType != storage.ActorClient || evs[0].ActorID != "product" {
+		t.Fatalf("first-use events: %+v", evs)
+	}
+	var d map[string]any
+	json.Unmarshal(evs[0].Detail, &d)
+	if d["first_use"] != true || d["sub"] != "ada" || d["act"] != "alice" {
+		t.Fatalf("first-use detail names sub and act: %v", d)
+	}
+	e.srv.flushUsage(context.Background(), false) // same hour: nothing yet
+	clock = clock.Add(time.Hour)
+	e.srv.flushUsage(context.Background(), false)
+	evs, _ = e.store.Audit(context.Background(), storage.AuditFilter{TenantID: "acme", Action: "token.introspect"})
+	if len(evs) != 2 {
+		t.Fatalf("after the hour: %d introspection events, want first use + one summary", len(evs))
+	}
+	json.Unmarshal(evs[0].Detail, &d)
+	if d["summary"] != true || d["count"].(float64) != 5 || d["act"] != "alice" {
+		t.Fatalf("summary: %v", d)
+	}
+	if n, err := storage.VerifyAudit(context.Background(), e.store, e.srv.secrets.AuditKey()); err != nil || n == 0 {
+		t.Fatalf("chain: %d %v", n, err)
+	}
+}
