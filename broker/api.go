@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -198,7 +199,7 @@ type grantJSON struct {
 	Role         string        `json:"role"`
 	Environments []string      `json:"environments"`
 	Resources    []string      `json:"resources"`
-	Ticket       *string       `json:"ticket"`
+	Ticket       *ticketJSON   `json:"ticket"`
 	GrantedBy    string        `json:"granted_by"`
 	CreatedAt    time.Time     `json:"created_at"`
 	ExpiresAt    time.Time     `json:"expires_at"`
@@ -214,9 +215,7 @@ func toGrantJSON(g storage.Grant, now time.Time) grantJSON {
 	out := grantJSON{ID: g.ID, Role: g.Role, Environments: g.Environments, Resources: g.Resources,
 		GrantedBy: g.GrantedBy, CreatedAt: g.CreatedAt.UTC(), ExpiresAt: g.ExpiresAt.UTC(), Status: g.Status(now),
 		RevokedBy: g.RevokedBy, RevokeReason: g.RevokeReason}
-	if g.Ticket != "" {
-		out.Ticket = &g.Ticket
-	}
+	out.Ticket = toTicketJSON(g)
 	if !g.RedeemedAt.IsZero() {
 		at := g.RedeemedAt.UTC()
 		out.RedeemedAt = &at
@@ -234,12 +233,12 @@ const maxExpiresIn = 10 * 365 * 24 * 3600
 
 func (s *Server) createGrant(w http.ResponseWriter, r *http.Request, cu *customer) {
 	var body struct {
-		Role         string   `json:"role"`
-		Environments []string `json:"environments"`
-		Resources    []string `json:"resources"`
-		ExpiresIn    *int64   `json:"expires_in"`
-		ExpiresAt    *string  `json:"expires_at"`
-		Ticket       string   `json:"ticket"`
+		Role         string          `json:"role"`
+		Environments []string        `json:"environments"`
+		Resources    []string        `json:"resources"`
+		ExpiresIn    *int64          `json:"expires_in"`
+		ExpiresAt    *string         `json:"expires_at"`
+		Ticket       json.RawMessage `json:"ticket"`
 	}
 	if ae := decodeJSON(r, &body); ae != nil {
 		writeAPIError(w, *ae)
@@ -251,6 +250,11 @@ func (s *Server) createGrant(w http.ResponseWriter, r *http.Request, cu *custome
 	}
 	if body.Role == "" {
 		bad(`field "role" is required`)
+		return
+	}
+	ticket, msg := parseTicket(body.Ticket)
+	if msg != "" {
+		bad(msg)
 		return
 	}
 	if body.ExpiresIn != nil && body.ExpiresAt != nil {
@@ -292,7 +296,8 @@ func (s *Server) createGrant(w http.ResponseWriter, r *http.Request, cu *custome
 	d, err := pol.DecideGrant(policy.GrantRequest{
 		Granter: policy.Granter{Sub: cu.Sub, Role: cu.Role, Claims: cu.Claims},
 		Tenant:  policy.Tenant{ID: t.ID, SupportAccess: t.SupportEnabled, AllowNonAdminGrants: t.AllowNonAdminGrants},
-		Role:    body.Role, Environments: body.Environments, Resources: body.Resources, TTL: ttl, Ticket: body.Ticket, Now: now,
+		Role:    body.Role, Environments: body.Environments, Resources: body.Resources, TTL: ttl,
+		Ticket: ticket.ID, Tick: policy.Ticket{System: ticket.System, Severity: ticket.Severity}, Now: now,
 	})
 	var denied *policy.Denied
 	var invalid *policy.Invalid
@@ -315,7 +320,8 @@ func (s *Server) createGrant(w http.ResponseWriter, r *http.Request, cu *custome
 	claimsJSON, _ := json.Marshal(cu.Claims)
 	g := storage.Grant{
 		ID: "grt_" + randomToken(12), TenantID: cu.Tenant, Role: d.Role, Environments: d.Environments,
-		Resources: nonNil(d.Resources), Ticket: body.Ticket, GrantedBy: cu.Sub, GrantedByIss: cu.Iss,
+		Resources: nonNil(d.Resources), Ticket: ticket.ID, TicketSystem: ticket.System, TicketSeverity: ticket.Severity,
+		GrantedBy: cu.Sub, GrantedByIss: cu.Iss,
 		GranterRole: cu.Role, GranterClaims: claimsJSON, CreatedAt: now, ExpiresAt: d.ExpiresAt,
 	}
 	g.CodeExpiresAt = now.Add(pol.Code.RedeemWithin)
@@ -323,7 +329,7 @@ func (s *Server) createGrant(w http.ResponseWriter, r *http.Request, cu *custome
 		g.CodeExpiresAt = g.ExpiresAt
 	}
 	ev := s.event(ctx, cu.actor(), cu.Tenant, "grant.create", g.ID, "success", map[string]any{
-		"role": g.Role, "environments": g.Environments, "resources": g.Resources, "ticket": g.Ticket,
+		"role": g.Role, "environments": g.Environments, "resources": g.Resources, "ticket": toTicketJSON(g),
 		"expires_at": g.ExpiresAt.Format(time.RFC3339), "code_expires_at": g.CodeExpiresAt.Format(time.RFC3339),
 	})
 	var code string
@@ -345,6 +351,56 @@ func (s *Server) createGrant(w http.ResponseWriter, r *http.Request, cu *custome
 		return
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"grant": toGrantJSON(g, now), "code": code})
+}
+
+// ticketJSON is a grant's ticket as the API shows it.
+type ticketJSON struct {
+	ID       string `json:"id"`
+	System   string `json:"system,omitempty"`
+	Severity string `json:"severity,omitempty"`
+}
+
+func toTicketJSON(g storage.Grant) *ticketJSON {
+	if g.Ticket == "" {
+		return nil
+	}
+	return &ticketJSON{ID: g.Ticket, System: g.TicketSystem, Severity: g.TicketSeverity}
+}
+
+var (
+	ticketIDRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:#/-]{0,127}$`)
+	ticketSystemRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+)
+
+// parseTicket accepts a bare id string or {"id", "system", "severity"},
+// and returns a message for the client when it is malformed.
+func parseTicket(raw json.RawMessage) (ticketJSON, string) {
+	var t ticketJSON
+	if len(raw) == 0 || string(raw) == "null" {
+		return t, ""
+	}
+	if raw[0] == '"' {
+		if err := json.Unmarshal(raw, &t.ID); err != nil {
+			return t, `"ticket" must be a string or an object`
+		}
+	} else {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&t); err != nil {
+			return t, `"ticket" must be a string or {"id", "system", "severity"}`
+		}
+	}
+	switch {
+	case t.ID == "" && string(raw) == `""`:
+		return ticketJSON{}, ""
+	case !ticketIDRE.MatchString(t.ID):
+		return t, "ticket id: letters, digits and . _ : # / -, at most 128 characters"
+	case t.System != "" && !ticketSystemRE.MatchString(t.System):
+		return t, "ticket system: lowercase letters, digits, - and _, at most 64 characters"
+	case t.Severity != "" && !policy.IsSeverity(t.Severity):
+		return t, "ticket severity must be S1, S2, S3 or S4"
+	}
+	return t, ""
 }
 
 func nonNil(l []string) []string {

@@ -223,6 +223,7 @@ func (s *Server) routes() http.Handler {
 	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, notAllowed
 	s.mountOAuth(r)
 	s.mountAPI(r) // full paths: mux subrouters answer a wrong method with 404
+	s.mountHooks(r)
 	s.mountOps(r)
 	return s.middleware(r)
 }

@@ -242,6 +242,7 @@ func issuedGrant(g *storage.Grant, t policy.Tenant, withClaims bool) (policy.Iss
 		Tenant:  t,
 		Granter: policy.Granter{Sub: g.GrantedBy, Role: g.GranterRole, Claims: gc},
 		Role:    g.Role, Environments: g.Environments, Resources: g.Resources, Ticket: g.Ticket,
+		Tick:      policy.Ticket{System: g.TicketSystem, Severity: g.TicketSeverity},
 		CreatedAt: g.CreatedAt, ExpiresAt: g.ExpiresAt,
 	}, nil
 }

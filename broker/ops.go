@@ -53,6 +53,9 @@ func routeLabel(path string) string {
 		"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server":
 		return path
 	}
+	if path == "/hooks/tickets" {
+		return path
+	}
 	if strings.HasPrefix(path, "/api/v1/") {
 		return "/api/v1"
 	}

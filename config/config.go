@@ -29,6 +29,18 @@ type Config struct {
 	SupportIDP    SupportIDP    `yaml:"support_idp"`
 	CustomerIDPs  []CustomerIDP `yaml:"customer_idps"`
 	Clients       []Client      `yaml:"clients"`
+	TicketHook    TicketHook    `yaml:"ticket_hook"`
+}
+
+// TicketHook enables POST /hooks/tickets: the ticket system signs each call
+// with HMAC-SHA256 under the secret in SecretEnv; calls older than MaxAge
+// are refused.
+type TicketHook struct {
+	SecretEnv string              `yaml:"secret_env"`
+	MaxAge    strictyaml.Duration `yaml:"max_age"`
+
+	// Secret is resolved from SecretEnv by Load.
+	Secret string `yaml:"-"`
 }
 
 // Keys configures the token signing keys.
@@ -162,9 +174,15 @@ func (c *Config) SetDefaults() {
 	if c.SupportIDP.GroupsClaim == "" {
 		c.SupportIDP.GroupsClaim = "groups"
 	}
+	if c.TicketHook.MaxAge == 0 {
+		c.TicketHook.MaxAge = strictyaml.Duration(5 * time.Minute)
+	}
 }
 
 func (c *Config) resolveSecrets(getenv func(string) string) {
+	if c.TicketHook.SecretEnv != "" {
+		c.TicketHook.Secret = getenv(c.TicketHook.SecretEnv)
+	}
 	for i := range c.Clients {
 		if c.Clients[i].SecretEnv != "" {
 			c.Clients[i].Secret = getenv(c.Clients[i].SecretEnv)
@@ -239,6 +257,12 @@ func (c *Config) Validate(getenv func(string) string) []string {
 		if p.RoleClaim == "" {
 			add(key+".role_claim", "required")
 		}
+	}
+	if c.TicketHook.SecretEnv != "" && len(c.TicketHook.Secret) < 32 {
+		add("ticket_hook.secret_env", "environment variable %s must hold a secret of at least 32 bytes", c.TicketHook.SecretEnv)
+	}
+	if age := c.TicketHook.MaxAge.Std(); age < 10*time.Second || age > time.Hour {
+		add("ticket_hook.max_age", "must be between 10s and 1h")
 	}
 	ids := map[string]bool{}
 	for i, cl := range c.Clients {

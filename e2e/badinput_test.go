@@ -237,6 +237,7 @@ func TestBadInput(t *testing.T) {
 		{"toggle: enabled string", "PUT", "/api/v1/tenants/acme/support-access", admin, "application/json", `{"enabled":"false"}`, 400},
 		{"unknown endpoint", "GET", "/api/v1/nothing", admin, "", "", 404},
 		{"wrong method", "PATCH", "/api/v1/tenants/acme/grants", admin, "", "", 405},
+		{"ticket hook not configured", "POST", "/hooks/tickets", "", "application/json", `{}`, 404},
 	}
 	for _, tc := range apiCases {
 		t.Run("api/"+tc.name, func(t *testing.T) {

@@ -49,7 +49,14 @@ type GrantRequest struct {
 	Resources    []string
 	TTL          time.Duration // 0: the policy default
 	Ticket       string
+	Tick         Ticket // system and severity of Ticket, if known
 	Now          time.Time
+}
+
+// Ticket is the system and severity of a grant's ticket.
+type Ticket struct {
+	System   string
+	Severity string // S1..S4 or ""
 }
 
 // GrantDecision is an allowed grant, normalised.
@@ -122,7 +129,13 @@ func (p *Policy) decideGrant(r GrantRequest, trail *[]string) (GrantDecision, er
 		return GrantDecision{}, &Invalid{Field: "ticket", Reason: fmt.Sprintf("at most %d characters", MaxTicketLen)}
 	}
 
+	if r.Tick.Severity != "" && !IsSeverity(r.Tick.Severity) {
+		return GrantDecision{}, &Invalid{Field: "ticket.severity", Reason: "severity must be S1, S2, S3 or S4"}
+	}
 	ttl, limit, limitBy := r.TTL, p.MaxTTL, "grants.max_ttl"
+	if c, ok := p.SeverityMaxTTL[r.Tick.Severity]; ok && c < limit {
+		limit, limitBy = c, "tickets.severity_max_ttl."+r.Tick.Severity
+	}
 	for _, name := range r.Environments {
 		env := p.environments[name]
 		if env.MaxTTL > 0 && env.MaxTTL < limit {
@@ -148,7 +161,7 @@ func (p *Policy) decideGrant(r GrantRequest, trail *[]string) (GrantDecision, er
 
 	in := ruleInput{
 		granter:  map[string]any{"sub": r.Granter.Sub, "role": r.Granter.Role, "claims": claimsOrEmpty(r.Granter.Claims)},
-		request:  requestVars(r.Role, r.Environments, r.Resources, ttl, r.Ticket),
+		request:  requestVars(r.Role, r.Environments, r.Resources, ttl, r.Ticket, r.Tick),
 		tenant:   tenantVars(r.Tenant),
 		engineer: map[string]any{},
 		now:      r.Now,
@@ -222,6 +235,7 @@ type IssuedGrant struct {
 	Environments []string
 	Resources    []string
 	Ticket       string
+	Tick         Ticket
 	CreatedAt    time.Time
 	ExpiresAt    time.Time
 }
@@ -260,7 +274,7 @@ func (p *Policy) decideRedeem(e Engineer, g IssuedGrant, now time.Time, trail *[
 	role = p.capByTier(role, e.Groups, trail)
 	in := ruleInput{
 		granter: map[string]any{"sub": g.Granter.Sub, "role": g.Granter.Role, "claims": claimsOrEmpty(g.Granter.Claims)},
-		request: requestVars(g.Role, g.Environments, g.Resources, g.ExpiresAt.Sub(g.CreatedAt), g.Ticket),
+		request: requestVars(g.Role, g.Environments, g.Resources, g.ExpiresAt.Sub(g.CreatedAt), g.Ticket, g.Tick),
 		tenant:  tenantVars(g.Tenant),
 		engineer: map[string]any{
 			"sub": e.Sub, "iss": e.Iss, "groups": stringsAny(e.Groups), "claims": claimsOrEmpty(e.Claims),
@@ -303,6 +317,9 @@ func (p *Policy) GrantStillFits(g IssuedGrant, now time.Time, trail *[]string) (
 		return "", &Denied{Rule: "granter-ceiling", Reason: "the grant is above its granter's role"}
 	}
 	limit, limitBy := p.MaxTTL, "grants.max_ttl"
+	if c, ok := p.SeverityMaxTTL[g.Tick.Severity]; ok && c < limit {
+		limit, limitBy = c, "tickets.severity_max_ttl."+g.Tick.Severity
+	}
 	for _, name := range g.Environments {
 		env, ok := p.environments[name]
 		if !ok {
@@ -359,13 +376,15 @@ func (p *Policy) roleNames() string {
 
 func (p *Policy) envNames() string { return fmt.Sprint(p.EnvironmentNames()) }
 
-func requestVars(role string, envs, res []string, ttl time.Duration, ticket string) map[string]any {
+func requestVars(role string, envs, res []string, ttl time.Duration, ticket string, tick Ticket) map[string]any {
 	return map[string]any{
-		"role":         role,
-		"environments": stringsAny(envs),
-		"resources":    stringsAny(res),
-		"ttl":          int64(ttl / time.Second),
-		"ticket":       ticket,
+		"role":            role,
+		"environments":    stringsAny(envs),
+		"resources":       stringsAny(res),
+		"ttl":             int64(ttl / time.Second),
+		"ticket":          ticket,
+		"ticket_system":   tick.System,
+		"ticket_severity": tick.Severity,
 	}
 }
 

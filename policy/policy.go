@@ -29,7 +29,12 @@ type file struct {
 	Environments     map[string]envSpec `yaml:"environments"`
 	Engineers        engineersSpec      `yaml:"engineers"`
 	Tokens           tokensSpec         `yaml:"tokens"`
+	Tickets          ticketsSpec        `yaml:"tickets"`
 	Rules            []ruleSpec         `yaml:"rules"`
+}
+
+type ticketsSpec struct {
+	SeverityMaxTTL map[string]*strictyaml.Duration `yaml:"severity_max_ttl"`
 }
 
 type roleSpec struct {
@@ -92,6 +97,9 @@ type Policy struct {
 	AccessTTL    time.Duration
 	RefreshTTL   time.Duration
 	rules        []*rule
+	// SeverityMaxTTL caps a ticket-bound grant's lifetime by the ticket's
+	// severity (S1..S4).
+	SeverityMaxTTL map[string]time.Duration
 	// SHA256 is the hex sha256 of the file's bytes, recorded with every
 	// decision so an audit reader knows which policy was in force.
 	SHA256 string
@@ -373,6 +381,19 @@ func (b *builder) build(f *file) *Policy {
 		b.fail(p("tokens", "refresh_ttl"), "refresh_ttl %s is below access_ttl %s", pol.RefreshTTL, pol.AccessTTL)
 	}
 
+	pol.SeverityMaxTTL = map[string]time.Duration{}
+	for sev, d := range f.Tickets.SeverityMaxTTL {
+		if !IsSeverity(sev) {
+			b.fail(p("tickets", "severity_max_ttl", sev), "unknown severity %q (S1, S2, S3, S4)", sev)
+			continue
+		}
+		v := b.duration(d, 0, p("tickets", "severity_max_ttl", sev))
+		if v > pol.MaxTTL {
+			b.fail(p("tickets", "severity_max_ttl", sev), "severity %s max_ttl %s is above the global grants.max_ttl %s", sev, v, pol.MaxTTL)
+		}
+		pol.SeverityMaxTTL[sev] = v
+	}
+
 	seen := map[string]bool{}
 	for i, r := range f.Rules {
 		if !nameRE.MatchString(r.Name) {
@@ -397,6 +418,9 @@ func (b *builder) build(f *file) *Policy {
 	}
 	return pol
 }
+
+// IsSeverity reports whether s is a ticket severity, S1 (highest) to S4.
+func IsSeverity(s string) bool { return s == "S1" || s == "S2" || s == "S3" || s == "S4" }
 
 // Roles returns the roles, lowest first.
 func (p *Policy) Roles() []Role { return slices.Clone(p.roles) }

@@ -80,6 +80,8 @@ grants:
 environments:
   production: {max_ttl: 5d, require_ticket: true}
   sandbox: {}
+tickets:
+  severity_max_ttl: {S3: 2d, S4: 8h}
 engineers:
   require_groups: [support]
   require_mfa: true
@@ -165,6 +167,14 @@ func TestDecideGrant(t *testing.T) {
 		}, rule: "no-weekend-production"},
 		{name: "fail/rule that errors denies", mod: func(r *GrantRequest) { r.Resources = []string{"ws-1"} }, rule: "broken-at-runtime"},
 		{name: "fail/bad resource", mod: func(r *GrantRequest) { r.Resources = []string{"a b"} }, rule: "resources", invalid: true},
+		{name: "fail/S4 ticket caps expiry at 8h", mod: func(r *GrantRequest) { r.Ticket, r.Tick = "ZD-1", Ticket{"zendesk", "S4"}; r.TTL = 9 * time.Hour }, rule: "expires_in", invalid: true},
+		{name: "ok/S4 ticket caps the default to 8h", mod: func(r *GrantRequest) { r.Ticket, r.Tick = "ZD-1", Ticket{"zendesk", "S4"} }, check: func(t *testing.T, d GrantDecision) {
+			if d.TTL != 8*time.Hour {
+				t.Fatalf("ttl %s", d.TTL)
+			}
+		}},
+		{name: "ok/S1 ticket has no cap of its own", mod: func(r *GrantRequest) { r.Ticket, r.Tick = "ZD-1", Ticket{"zendesk", "S1"}; r.TTL = 20 * 24 * time.Hour }},
+		{name: "fail/unknown severity", mod: func(r *GrantRequest) { r.Ticket, r.Tick = "ZD-1", Ticket{"zendesk", "P1"} }, rule: "ticket.severity", invalid: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := base()

@@ -50,7 +50,9 @@ type Grant struct {
 	Role           string
 	Environments   []string
 	Resources      []string
-	Ticket         string
+	Ticket         string // the ticket's id
+	TicketSystem   string
+	TicketSeverity string // S1..S4 or ""
 	GrantedBy      string // the granting user's subject
 	GrantedByIss   string
 	GranterRole    string
@@ -161,6 +163,16 @@ type SigningKey struct {
 	CreatedAt     time.Time
 	ActivatedAt   time.Time
 	RetireAt      time.Time
+}
+
+// TicketUpdate is one status change of a ticket.
+type TicketUpdate struct {
+	TenantID, TicketID, System string
+	End                        bool
+	Reason                     string
+	Now, ReplayUntil           time.Time
+	ReplayKey                  []byte
+	Event, GrantEvent          AuditEvent
 }
 
 // RotateParams describe one key rotation.
@@ -291,6 +303,14 @@ type Store interface {
 	// AddSigningKey stores a key; ErrAlreadyExists if a key of the same
 	// state "current" exists and k is current too.
 	AddSigningKey(ctx context.Context, k SigningKey, ev AuditEvent) error
+
+	// TicketUpdate records a ticket status change from the ticket hook.
+	// replayKey must be new (else ErrAlreadyExists, nothing changes); it is
+	// remembered until replayUntil. When end is set, every live grant of the
+	// tenant bound to the ticket ends, one audit event each (from
+	// grantEvent, target filled in); ev is written in any case. It returns
+	// the ended grants' IDs.
+	TicketUpdate(ctx context.Context, u TicketUpdate) ([]string, error)
 
 	// RotateKeys makes the next key current and the current key previous
 	// (published until p.RetireAt), retires previous keys past their time

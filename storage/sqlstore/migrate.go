@@ -130,6 +130,15 @@ var migrations = []migration{
 	{5, "first introspection of each token", []string{
 		`ALTER TABLE tokens ADD COLUMN first_used_at BIGINT`,
 	}},
+	{6, "ticket-bound grants and ticket hook replay protection", []string{
+		`ALTER TABLE grants ADD COLUMN ticket_system TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE grants ADD COLUMN ticket_severity TEXT NOT NULL DEFAULT ''`,
+		`CREATE INDEX grants_ticket ON grants (tenant_id, ticket) WHERE ticket <> ''`,
+		`CREATE TABLE hook_replays (
+			signature {{BLOB}} PRIMARY KEY,
+			expires_at BIGINT NOT NULL
+		)`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

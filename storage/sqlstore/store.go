@@ -493,10 +493,10 @@ func (s *Store) CreateGrant(ctx context.Context, g storage.Grant, ev storage.Aud
 		if claims == "" {
 			claims = "{}"
 		}
-		if _, err := s.exec(ctx, tx, `INSERT INTO grants (id, tenant_id, role, environments, resources, ticket,
+		if _, err := s.exec(ctx, tx, `INSERT INTO grants (id, tenant_id, role, environments, resources, ticket, ticket_system, ticket_severity,
 			granted_by, granted_by_iss, granter_role, granter_claims, created_at, expires_at, code_hash, code_expires_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			g.ID, g.TenantID, g.Role, jsonList(g.Environments), jsonList(g.Resources), g.Ticket,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			g.ID, g.TenantID, g.Role, jsonList(g.Environments), jsonList(g.Resources), g.Ticket, g.TicketSystem, g.TicketSeverity,
 			g.GrantedBy, g.GrantedByIss, g.GranterRole, claims, micro(g.CreatedAt), micro(g.ExpiresAt),
 			g.CodeHash, micro(g.CodeExpiresAt)); err != nil {
 			return err
@@ -508,7 +508,7 @@ func (s *Store) CreateGrant(ctx context.Context, g storage.Grant, ev storage.Aud
 const grantCols = `g.id, g.tenant_id, g.role, g.environments, g.resources, g.ticket, g.granted_by, g.granted_by_iss,
 	g.granter_role, g.granter_claims, g.created_at, g.expires_at, g.code_hash, g.code_expires_at, g.redeemed_at,
 	g.engineer_sub, g.engineer_iss, g.engineer_email, g.revoked_at, g.revoked_by, g.revoke_reason,
-	g.engineer_groups, g.engineer_mfa, g.engineer_claims`
+	g.engineer_groups, g.engineer_mfa, g.engineer_claims, g.ticket_system, g.ticket_severity`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -521,7 +521,7 @@ func grantDest(g *storage.Grant) ([]any, func() error) {
 	dest := []any{&g.ID, &g.TenantID, &g.Role, &envs, &res, &g.Ticket, &g.GrantedBy, &g.GrantedByIss,
 		&g.GranterRole, &claims, &created, &expires, &g.CodeHash, &codeExp, &redeemed,
 		&g.EngineerSub, &g.EngineerIss, &g.EngineerEmail, &revoked, &g.RevokedBy, &g.RevokeReason,
-		&engGroups, &g.EngineerMFA, &engClaims}
+		&engGroups, &g.EngineerMFA, &engClaims, &g.TicketSystem, &g.TicketSeverity}
 	return dest, func() error {
 		var err error
 		if g.EngineerGroups, err = parseList(engGroups); err != nil {
@@ -1095,6 +1095,59 @@ func (s *Store) AddSigningKey(ctx context.Context, k storage.SigningKey, ev stor
 		}
 		return s.insertAudit(ctx, tx, ev)
 	})
+}
+
+// TicketUpdate applies a ticket status change; see storage.Store.
+func (s *Store) TicketUpdate(ctx context.Context, u storage.TicketUpdate) ([]string, error) {
+	var ended []string
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		ended = nil
+		if _, err := s.exec(ctx, tx, `DELETE FROM hook_replays WHERE expires_at < ?`, micro(u.Now)); err != nil {
+			return err
+		}
+		if _, err := s.exec(ctx, tx, `INSERT INTO hook_replays (signature, expires_at) VALUES (?, ?)`, u.ReplayKey, micro(u.ReplayUntil)); err != nil {
+			return err
+		}
+		if u.End {
+			q := `SELECT id, granted_by, engineer_sub FROM grants WHERE tenant_id = ? AND ticket = ? AND revoked_at IS NULL AND expires_at > ?`
+			args := []any{u.TenantID, u.TicketID, micro(u.Now)}
+			if u.System != "" {
+				q += ` AND ticket_system = ?`
+				args = append(args, u.System)
+			}
+			var rows []struct {
+				ID  string `db:"id"`
+				Sub string `db:"granted_by"`
+				Act string `db:"engineer_sub"`
+			}
+			if err := tx.SelectContext(ctx, &rows, tx.Rebind(q+` ORDER BY id`), args...); err != nil {
+				return s.mapErr(err)
+			}
+			for _, g := range rows {
+				if _, err := s.revokeGrantTx(ctx, tx, u.TenantID, g.ID, u.Now, "system", u.Reason); err != nil {
+					return err
+				}
+				ev := u.GrantEvent
+				ev.Target = g.ID
+				ev.Detail = mergeDetail(ev.Detail, map[string]any{"sub": g.Sub, "act": g.Act})
+				if err := s.insertAudit(ctx, tx, ev); err != nil {
+					return err
+				}
+				ended = append(ended, g.ID)
+			}
+		}
+		ev := u.Event
+		ev.Detail = mergeDetail(ev.Detail, map[string]any{"ended_grants": nonNilList(ended)})
+		return s.insertAudit(ctx, tx, ev)
+	})
+	return ended, err
+}
+
+func nonNilList(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
 }
 
 // AuditHeads returns every tenant's chain head.
