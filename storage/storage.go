@@ -165,6 +165,63 @@ type SigningKey struct {
 	RetireAt      time.Time
 }
 
+// Notification kinds.
+const (
+	NotifyToggle          = "toggle" // always sent to every tenant admin
+	NotifyLockout         = "lockout"
+	NotifyGrantCreated    = "grant_created"
+	NotifyGrantRedeemed   = "grant_redeemed"
+	NotifyGrantTerminated = "grant_terminated"
+)
+
+// NotifyKinds lists every kind, for validation.
+var NotifyKinds = []string{NotifyToggle, NotifyLockout, NotifyGrantCreated, NotifyGrantRedeemed, NotifyGrantTerminated}
+
+// DefaultNotifyKinds are sent to admins when a tenant has set nothing.
+var DefaultNotifyKinds = []string{NotifyToggle, NotifyLockout}
+
+// NotifyKind maps an audit event to the notification it triggers, or "".
+func NotifyKind(ev *AuditEvent) string {
+	switch {
+	case ev.Outcome != "success":
+		return ""
+	case ev.Action == "support_access.enable", ev.Action == "support_access.disable", ev.Action == "support_access.update":
+		return NotifyToggle
+	case ev.Action == "tenant.lockout":
+		return NotifyLockout
+	case ev.Action == "grant.create":
+		return NotifyGrantCreated
+	case ev.Action == "grant.redeem":
+		return NotifyGrantRedeemed
+	case ev.Action == "grant.revoke":
+		return NotifyGrantTerminated
+	}
+	return ""
+}
+
+// NotificationSettings say which kinds a tenant's admins and extra
+// addresses receive, and where its webhook is.
+type NotificationSettings struct {
+	TenantID   string
+	Emails     []string
+	WebhookURL string
+	Kinds      []string
+	ChangedBy  string
+	ChangedAt  time.Time
+}
+
+// OutboxMessage is one message to deliver.
+type OutboxMessage struct {
+	ID          int64
+	TenantID    string
+	Kind        string
+	Channel     string // "email" or "webhook"
+	Destination string
+	Payload     []byte // JSON: the audit event that caused it
+	Attempts    int
+	CreatedAt   time.Time
+}
+
 // TicketUpdate is one status change of a ticket.
 type TicketUpdate struct {
 	TenantID, TicketID, System string
@@ -311,6 +368,19 @@ type Store interface {
 	// grantEvent, target filled in); ev is written in any case. It returns
 	// the ended grants' IDs.
 	TicketUpdate(ctx context.Context, u TicketUpdate) ([]string, error)
+
+	// NotificationSettings returns a tenant's settings (defaults if unset).
+	NotificationSettings(ctx context.Context, tenantID string) (NotificationSettings, error)
+	// SetNotificationSettings stores a tenant's settings.
+	SetNotificationSettings(ctx context.Context, n NotificationSettings, ev AuditEvent) error
+	// SeeAdmin records a tenant admin's address, from their own token.
+	SeeAdmin(ctx context.Context, tenantID, sub, email string, at time.Time) error
+	// ClaimOutbox leases up to limit due messages for delivery; a message
+	// is leased to one claimer at a time, across replicas.
+	ClaimOutbox(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]OutboxMessage, error)
+	// FinishOutbox records a delivery (err == "") or a failure with the
+	// time of the next attempt.
+	FinishOutbox(ctx context.Context, id int64, at time.Time, errText string, next time.Time) error
 
 	// RotateKeys makes the next key current and the current key previous
 	// (published until p.RetireAt), retires previous keys past their time

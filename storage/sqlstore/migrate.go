@@ -139,6 +139,37 @@ var migrations = []migration{
 			expires_at BIGINT NOT NULL
 		)`,
 	}},
+	{7, "notifications: settings, admin addresses, durable outbox", []string{
+		`CREATE TABLE notification_settings (
+			tenant_id TEXT PRIMARY KEY,
+			emails TEXT NOT NULL,
+			webhook_url TEXT NOT NULL,
+			kinds TEXT NOT NULL,
+			changed_by TEXT NOT NULL,
+			changed_at BIGINT NOT NULL
+		)`,
+		`CREATE TABLE tenant_admins (
+			tenant_id TEXT NOT NULL,
+			sub TEXT NOT NULL,
+			email TEXT NOT NULL,
+			seen_at BIGINT NOT NULL,
+			PRIMARY KEY (tenant_id, sub)
+		)`,
+		`CREATE TABLE outbox (
+			id {{AUTOID}},
+			tenant_id TEXT NOT NULL,
+			kind TEXT NOT NULL,
+			channel TEXT NOT NULL,
+			destination TEXT NOT NULL,
+			payload TEXT NOT NULL,
+			attempts INTEGER NOT NULL DEFAULT 0,
+			next_attempt_at BIGINT NOT NULL,
+			delivered_at BIGINT,
+			last_error TEXT NOT NULL DEFAULT '',
+			created_at BIGINT NOT NULL
+		)`,
+		`CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE delivered_at IS NULL`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

@@ -403,15 +403,18 @@ func (s *Store) insertAudit(ctx context.Context, tx *sqlx.Tx, ev storage.AuditEv
 		ev.Detail = []byte("{}")
 	}
 	hash := storage.EventHash(s.auditKey, &ev, prev)
-	if _, err := s.exec(ctx, tx, `INSERT INTO audit_events
+	var id int64
+	if err := s.queryRow(ctx, tx, `INSERT INTO audit_events
 		(tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256, seq, prev_hash, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 		ev.TenantID, micro(ev.Time), ev.ActorType, ev.ActorID, ev.ActorIss, ev.Action, ev.Target,
-		ev.Outcome, string(ev.Detail), ev.PolicySHA256, ev.Seq, prev, hash); err != nil {
+		ev.Outcome, string(ev.Detail), ev.PolicySHA256, ev.Seq, prev, hash).Scan(&id); err != nil {
+		return s.mapErr(err)
+	}
+	if _, err := s.exec(ctx, tx, `UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?`, ev.Seq, hash, ev.TenantID); err != nil {
 		return err
 	}
-	_, err := s.exec(ctx, tx, `UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?`, ev.Seq, hash, ev.TenantID)
-	return err
+	return s.enqueue(ctx, tx, &ev, id)
 }
 
 // AppendAudit writes one event in its own transaction.

@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store, auditKey []byte) {
 		{"keys/add and list", testKeys},
 		{"keys/rotate once under a race", testRotate},
 		{"audit/filter and page", testAudit},
+		{"notify/outbox in the same transaction, one claimer", testOutbox},
 		{"audit/chain under concurrent writers", func(t *testing.T, s storage.Store) { testChainConcurrency(t, s, auditKey) }},
 	}
 	for _, tc := range tests {
@@ -647,5 +648,87 @@ func testChainConcurrency(t *testing.T, s storage.Store, key []byte) {
 	}
 	if _, err := storage.VerifyAudit(ctx, s, []byte("another key, another key, another")); err == nil {
 		t.Fatal("the chain verified under a different key")
+	}
+}
+
+func testOutbox(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	s.SeeAdmin(ctx, "acme", "ada", "ada@acme.example", t0)
+	s.SeeAdmin(ctx, "acme", "bob", "bob@acme.example", t0)
+	s.SeeAdmin(ctx, "acme", "ada", "ada@new.example", t0.Add(time.Minute)) // address updated
+	enable(t, s, "acme")                                                   // a toggle: always to every admin
+	mustCreate(t, s, newGrant("acme", "111222"))                           // grant_created: not by default
+	msgs, err := s.ClaimOutbox(ctx, t0.Add(time.Hour), 24*time.Hour, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dests []string
+	for _, m := range msgs {
+		dests = append(dests, m.Channel+":"+m.Destination+":"+m.Kind)
+	}
+	if fmt.Sprint(dests) != "[email:ada@new.example:toggle email:bob@acme.example:toggle]" {
+		t.Fatalf("outbox = %v", dests)
+	}
+	n := storage.NotificationSettings{TenantID: "acme", Emails: []string{"sec@acme.example"}, WebhookURL: "https://hooks.acme.example/actas",
+		Kinds: []string{storage.NotifyGrantCreated}, ChangedBy: "ada", ChangedAt: t0}
+	if err := s.SetNotificationSettings(ctx, n, ev("acme", "notifications.update")); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.NotificationSettings(ctx, "acme")
+	if fmt.Sprint(got.Emails, got.Kinds, got.WebhookURL) != fmt.Sprint(n.Emails, n.Kinds, n.WebhookURL) {
+		t.Fatalf("settings round trip: %+v", got)
+	}
+	mustCreate(t, s, newGrant("acme", "333444"))
+	// Two replicas claim at once: each message goes to exactly one.
+	var wg sync.WaitGroup
+	claimed := make([][]storage.OutboxMessage, 2)
+	for i := range claimed {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			claimed[i], _ = s.ClaimOutbox(ctx, t0.Add(time.Hour), 24*time.Hour, 10)
+		}(i)
+	}
+	wg.Wait()
+	seen := map[int64]int{}
+	for _, c := range claimed {
+		for _, m := range c {
+			seen[m.ID]++
+		}
+	}
+	if len(seen) != 4 { // ada, bob, sec@ by email, and the webhook
+		t.Fatalf("claimed %d distinct messages, want 4: %v", len(seen), seen)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("message %d claimed %d times", id, n)
+		}
+	}
+	// A failure is retried after its backoff; a delivery is final.
+	var one storage.OutboxMessage
+	for _, c := range claimed {
+		if len(c) > 0 {
+			one = c[0]
+		}
+	}
+	s.FinishOutbox(ctx, one.ID, t0.Add(time.Hour), "connection refused", t0.Add(2*time.Hour))
+	if again, _ := s.ClaimOutbox(ctx, t0.Add(90*time.Minute), 24*time.Hour, 10); len(again) != 0 {
+		t.Fatalf("claimed before the backoff: %v", again)
+	}
+	again, _ := s.ClaimOutbox(ctx, t0.Add(2*time.Hour), 24*time.Hour, 10)
+	if len(again) != 1 || again[0].ID != one.ID || again[0].Attempts != 2 {
+		t.Fatalf("retry: %+v", again)
+	}
+	s.FinishOutbox(ctx, one.ID, t0.Add(2*time.Hour), "", time.Time{})
+	// Leases that ran out make unfinished messages due again; the
+	// delivered one never is.
+	after, _ := s.ClaimOutbox(ctx, t0.Add(60*time.Hour), 24*time.Hour, 10)
+	for _, m := range after {
+		if m.ID == one.ID {
+			t.Fatal("a delivered message was claimed again")
+		}
+	}
+	if len(after) != 5 {
+		t.Fatalf("after delivery, %d messages are due, want the 5 undelivered", len(after))
 	}
 }

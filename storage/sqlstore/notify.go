@@ -1,0 +1,162 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/actas/actas/storage"
+)
+
+// NotificationSettings returns a tenant's settings, or the defaults.
+func (s *Store) NotificationSettings(ctx context.Context, tenantID string) (storage.NotificationSettings, error) {
+	n := storage.NotificationSettings{TenantID: tenantID, Emails: []string{}, Kinds: storage.DefaultNotifyKinds}
+	var emails, kinds string
+	var at int64
+	err := s.read.QueryRowxContext(ctx, s.read.Rebind(`SELECT emails, webhook_url, kinds, changed_by, changed_at FROM notification_settings WHERE tenant_id = ?`),
+		tenantID).Scan(&emails, &n.WebhookURL, &kinds, &n.ChangedBy, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return n, nil
+	}
+	if err != nil {
+		return n, s.mapErr(err)
+	}
+	if n.Emails, err = parseList(emails); err != nil {
+		return n, err
+	}
+	if n.Kinds, err = parseList(kinds); err != nil {
+		return n, err
+	}
+	n.ChangedAt = fromMicro(at)
+	return n, nil
+}
+
+// SetNotificationSettings stores a tenant's settings.
+func (s *Store) SetNotificationSettings(ctx context.Context, n storage.NotificationSettings, ev storage.AuditEvent) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := s.exec(ctx, tx, `INSERT INTO notification_settings (tenant_id, emails, webhook_url, kinds, changed_by, changed_at)
+			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET emails = excluded.emails, webhook_url = excluded.webhook_url,
+			kinds = excluded.kinds, changed_by = excluded.changed_by, changed_at = excluded.changed_at`,
+			n.TenantID, jsonList(n.Emails), n.WebhookURL, jsonList(n.Kinds), n.ChangedBy, micro(n.ChangedAt)); err != nil {
+			return err
+		}
+		return s.insertAudit(ctx, tx, ev)
+	})
+}
+
+// SeeAdmin records a tenant admin's address.
+func (s *Store) SeeAdmin(ctx context.Context, tenantID, sub, email string, at time.Time) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		_, err := s.exec(ctx, tx, `INSERT INTO tenant_admins (tenant_id, sub, email, seen_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (tenant_id, sub) DO UPDATE SET email = excluded.email, seen_at = excluded.seen_at`, tenantID, sub, email, micro(at))
+		return err
+	})
+}
+
+// enqueue writes the outbox messages an audit event triggers, in its
+// transaction: to every known admin and configured address when the
+// tenant receives that kind (toggles always), and to the webhook.
+func (s *Store) enqueue(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent, eventID int64) error {
+	kind := storage.NotifyKind(ev)
+	if kind == "" || ev.TenantID == "" {
+		return nil
+	}
+	n := storage.NotificationSettings{Kinds: storage.DefaultNotifyKinds}
+	var emails, kinds string
+	err := s.queryRow(ctx, tx, `SELECT emails, webhook_url, kinds FROM notification_settings WHERE tenant_id = ?`, ev.TenantID).Scan(&emails, &n.WebhookURL, &kinds)
+	switch {
+	case err == nil:
+		if n.Emails, err = parseList(emails); err != nil {
+			return err
+		}
+		if n.Kinds, err = parseList(kinds); err != nil {
+			return err
+		}
+	case !errors.Is(err, sql.ErrNoRows):
+		return s.mapErr(err)
+	}
+	if kind != storage.NotifyToggle && !slices.Contains(n.Kinds, kind) {
+		return nil
+	}
+	var admins []string
+	if err := tx.SelectContext(ctx, &admins, tx.Rebind(`SELECT email FROM tenant_admins WHERE tenant_id = ? ORDER BY email`), ev.TenantID); err != nil {
+		return s.mapErr(err)
+	}
+	payload, _ := json.Marshal(map[string]any{
+		"kind": kind, "tenant": ev.TenantID, "event_id": eventID, "seq": ev.Seq, "time": ev.Time.UTC(),
+		"action": ev.Action, "actor_type": ev.ActorType, "actor_id": ev.ActorID, "target": ev.Target,
+		"detail": json.RawMessage(ev.Detail),
+	})
+	seen := map[string]bool{}
+	add := func(channel, dest string) error {
+		if dest == "" || seen[channel+dest] {
+			return nil
+		}
+		seen[channel+dest] = true
+		_, err := s.exec(ctx, tx, `INSERT INTO outbox (tenant_id, kind, channel, destination, payload, next_attempt_at, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`, ev.TenantID, kind, channel, dest, string(payload), micro(ev.Time), micro(ev.Time))
+		return err
+	}
+	for _, e := range append(admins, n.Emails...) {
+		if err := add("email", e); err != nil {
+			return err
+		}
+	}
+	return add("webhook", n.WebhookURL)
+}
+
+// ClaimOutbox leases due messages with a conditional update each, so two
+// replicas never send the same message at once.
+func (s *Store) ClaimOutbox(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]storage.OutboxMessage, error) {
+	type row struct {
+		ID   int64 `db:"id"`
+		Next int64 `db:"next_attempt_at"`
+	}
+	var due []row
+	if err := s.read.SelectContext(ctx, &due, s.read.Rebind(`SELECT id, next_attempt_at FROM outbox
+		WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?`), micro(now), limit); err != nil {
+		return nil, s.mapErr(err)
+	}
+	var out []storage.OutboxMessage
+	for _, d := range due {
+		err := s.tx(ctx, func(tx *sqlx.Tx) error {
+			var m storage.OutboxMessage
+			var payload string
+			var created int64
+			err := s.queryRow(ctx, tx, `UPDATE outbox SET next_attempt_at = ?, attempts = attempts + 1
+				WHERE id = ? AND next_attempt_at = ? AND delivered_at IS NULL
+				RETURNING id, tenant_id, kind, channel, destination, payload, attempts, created_at`,
+				micro(now.Add(lease)), d.ID, d.Next).Scan(&m.ID, &m.TenantID, &m.Kind, &m.Channel, &m.Destination, &payload, &m.Attempts, &created)
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil // another claimer has it
+			}
+			if err != nil {
+				return s.mapErr(err)
+			}
+			m.Payload, m.CreatedAt = []byte(payload), fromMicro(created)
+			out = append(out, m)
+			return nil
+		})
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// FinishOutbox records the outcome of one delivery attempt.
+func (s *Store) FinishOutbox(ctx context.Context, id int64, at time.Time, errText string, next time.Time) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		if errText == "" {
+			_, err := s.exec(ctx, tx, `UPDATE outbox SET delivered_at = ?, last_error = '' WHERE id = ?`, micro(at), id)
+			return err
+		}
+		_, err := s.exec(ctx, tx, `UPDATE outbox SET next_attempt_at = ?, last_error = ? WHERE id = ? AND delivered_at IS NULL`, micro(next), errText, id)
+		return err
+	})
+}
