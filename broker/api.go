@@ -13,14 +13,17 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"net/mail"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
 
+	"github.com/actas/actas/config"
 	"github.com/actas/actas/policy"
 	"github.com/actas/actas/storage"
 )
@@ -49,6 +52,8 @@ func (s *Server) mountAPI(r *mux.Router) {
 	r.Handle("/api/v1/tenants/{tenant}/grants", s.api(s.listGrants)).Methods(http.MethodGet)
 	r.Handle("/api/v1/tenants/{tenant}/grants/{id}", s.api(s.deleteGrant)).Methods(http.MethodDelete)
 	r.Handle("/api/v1/tenants/{tenant}/audit", s.api(s.listAudit)).Methods(http.MethodGet)
+	r.Handle("/api/v1/tenants/{tenant}/notifications", s.api(s.getNotifications)).Methods(http.MethodGet)
+	r.Handle("/api/v1/tenants/{tenant}/notifications", s.api(s.putNotifications)).Methods(http.MethodPut)
 }
 
 // api authenticates the bearer token and requires the path's tenant to be
@@ -94,7 +99,28 @@ func (s *Server) authCustomer(r *http.Request) (*customer, *apiError) {
 		return nil, &e
 	}
 	cu.Admin = s.policy.Load().IsGranter(cu.Role)
+	if cu.Admin && cu.Email != "" {
+		s.seeAdmin(r.Context(), cu)
+	}
 	return cu, nil
+}
+
+// seeAdmin records an admin's address from their own token (for
+// notifications), at most once an hour per admin and address.
+func (s *Server) seeAdmin(ctx context.Context, cu *customer) {
+	if _, err := mail.ParseAddress(cu.Email); err != nil || len(cu.Email) > 254 {
+		return
+	}
+	key := cu.Tenant + "\x00" + cu.Sub + "\x00" + cu.Email
+	now := s.now()
+	if last, ok := s.seenAdmins.Get(key); ok && now.Sub(last) < time.Hour {
+		return
+	}
+	if err := s.store.SeeAdmin(ctx, cu.Tenant, cu.Sub, cu.Email, now); err != nil {
+		s.logger(ctx).Warn("recording admin address", "err", err)
+		return
+	}
+	s.seenAdmins.Put(key, now)
 }
 
 type supportAccessJSON struct {
@@ -605,4 +631,82 @@ func (s *Server) openCursor(tenant, c string) (int64, bool) {
 		return 0, false
 	}
 	return id, true
+}
+
+type notificationsJSON struct {
+	Emails     []string   `json:"emails"`
+	WebhookURL string     `json:"webhook_url"`
+	Kinds      []string   `json:"kinds"`
+	ChangedBy  string     `json:"changed_by,omitempty"`
+	ChangedAt  *time.Time `json:"changed_at,omitempty"`
+}
+
+func (s *Server) getNotifications(w http.ResponseWriter, r *http.Request, cu *customer) {
+	if !cu.Admin {
+		writeAPIError(w, apiErr(http.StatusForbidden, "forbidden", "only tenant admins may read notification settings"))
+		return
+	}
+	n, err := s.store.NotificationSettings(r.Context(), cu.Tenant)
+	if err != nil {
+		s.logger(r.Context()).Error("api: storage", "err", err)
+		writeAPIError(w, apiUnavailable)
+		return
+	}
+	out := notificationsJSON{Emails: n.Emails, WebhookURL: n.WebhookURL, Kinds: n.Kinds, ChangedBy: n.ChangedBy}
+	if !n.ChangedAt.IsZero() {
+		out.ChangedAt = &n.ChangedAt
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// putNotifications sets which kinds the tenant's admins and extra
+// addresses receive, and the webhook. Toggles always reach every admin.
+func (s *Server) putNotifications(w http.ResponseWriter, r *http.Request, cu *customer) {
+	if !cu.Admin {
+		writeAPIError(w, apiErr(http.StatusForbidden, "forbidden", "only tenant admins may change notification settings"))
+		return
+	}
+	var body notificationsJSON
+	if ae := decodeJSON(r, &body); ae != nil {
+		writeAPIError(w, *ae)
+		return
+	}
+	unproc := func(msg string) { writeAPIError(w, apiErr(http.StatusUnprocessableEntity, "invalid_settings", msg)) }
+	if len(body.Emails) > 20 {
+		unproc("at most 20 addresses")
+		return
+	}
+	for _, e := range body.Emails {
+		if a, err := mail.ParseAddress(e); err != nil || a.Address != e || len(e) > 254 {
+			unproc(fmt.Sprintf("%q is not a plain email address", e))
+			return
+		}
+	}
+	if body.WebhookURL != "" {
+		u, err := url.Parse(body.WebhookURL)
+		if err != nil || u.Host == "" || !(u.Scheme == "https" || (u.Scheme == "http" && config.IsLoopback(u.Hostname()))) || len(body.WebhookURL) > 2048 {
+			unproc("webhook_url must be an https URL")
+			return
+		}
+	}
+	kinds := []string{storage.NotifyToggle}
+	for _, k := range body.Kinds {
+		if !slices.Contains(storage.NotifyKinds, k) {
+			unproc(fmt.Sprintf("unknown kind %q (kinds: %s)", k, strings.Join(storage.NotifyKinds, ", ")))
+			return
+		}
+		if !slices.Contains(kinds, k) {
+			kinds = append(kinds, k)
+		}
+	}
+	n := storage.NotificationSettings{TenantID: cu.Tenant, Emails: nonNil(body.Emails), WebhookURL: body.WebhookURL, Kinds: kinds,
+		ChangedBy: cu.Sub, ChangedAt: s.now().UTC()}
+	ev := s.event(r.Context(), cu.actor(), cu.Tenant, "notifications.update", cu.Tenant, "success",
+		map[string]any{"emails": n.Emails, "webhook_url": n.WebhookURL, "kinds": n.Kinds})
+	if err := s.store.SetNotificationSettings(r.Context(), n, ev); err != nil {
+		s.logger(r.Context()).Error("api: storage", "err", err)
+		writeAPIError(w, apiUnavailable)
+		return
+	}
+	writeJSON(w, http.StatusOK, notificationsJSON{Emails: n.Emails, WebhookURL: n.WebhookURL, Kinds: n.Kinds, ChangedBy: n.ChangedBy, ChangedAt: &n.ChangedAt})
 }

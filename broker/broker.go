@@ -65,6 +65,9 @@ type Server struct {
 	// currentKey is the stored row of the signing key, for scheduled rotation.
 	currentKey atomic.Pointer[storage.SigningKey]
 	usage      usage
+	hooks      *http.Client // outgoing webhooks
+	// seenAdmins throttles recording admin addresses to once an hour.
+	seenAdmins *boundcache.Cache[string, time.Time]
 }
 
 type client struct {
@@ -114,6 +117,8 @@ func New(ctx context.Context, c Config) (*Server, error) {
 		cfg: c.Operator, store: c.Store, secrets: c.Secrets, log: c.Logger, now: c.Now, skew: c.ClockSkew,
 		clients: map[string]*client{}, audiences: map[string]bool{}, customers: map[string]*customerIssuer{},
 		registry: c.Registry, inputs: boundcache.New[string, inputs](65536),
+		hooks:      &http.Client{Timeout: 15 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		seenAdmins: boundcache.New[string, time.Time](16384),
 	}
 	s.policy.Store(c.Policy)
 	for _, cl := range c.Operator.Clients {
@@ -176,6 +181,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	outboxDone := make(chan struct{})
+	go func() { defer close(outboxDone); s.runOutbox(ctx) }()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -206,6 +213,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		}
 	}
 	<-done
+	<-outboxDone
 	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s.flushUsage(fctx, true) // requests have drained: nothing counted is lost

@@ -30,6 +30,31 @@ type Config struct {
 	CustomerIDPs  []CustomerIDP `yaml:"customer_idps"`
 	Clients       []Client      `yaml:"clients"`
 	TicketHook    TicketHook    `yaml:"ticket_hook"`
+	Notifications Notifications `yaml:"notifications"`
+}
+
+// Notifications configures delivery of the outbox: email over SMTP and
+// webhooks signed with HMAC-SHA256 under WebhookSecretEnv's secret.
+type Notifications struct {
+	SMTP             SMTP   `yaml:"smtp"`
+	WebhookSecretEnv string `yaml:"webhook_secret_env"`
+
+	// WebhookSecret is resolved from WebhookSecretEnv by Load.
+	WebhookSecret string `yaml:"-"`
+}
+
+// SMTP is the mail relay. TLS is "starttls" (required), "implicit"
+// (SMTPS) or "none" (loopback relays only).
+type SMTP struct {
+	Host        string `yaml:"host"`
+	Port        int    `yaml:"port"`
+	Username    string `yaml:"username"`
+	PasswordEnv string `yaml:"password_env"`
+	From        string `yaml:"from"`
+	TLS         string `yaml:"tls"`
+
+	// Password is resolved from PasswordEnv by Load.
+	Password string `yaml:"-"`
 }
 
 // TicketHook enables POST /hooks/tickets: the ticket system signs each call
@@ -174,6 +199,12 @@ func (c *Config) SetDefaults() {
 	if c.SupportIDP.GroupsClaim == "" {
 		c.SupportIDP.GroupsClaim = "groups"
 	}
+	if c.Notifications.SMTP.Host != "" && c.Notifications.SMTP.TLS == "" {
+		c.Notifications.SMTP.TLS = "starttls"
+	}
+	if c.Notifications.SMTP.Host != "" && c.Notifications.SMTP.Port == 0 {
+		c.Notifications.SMTP.Port = 587
+	}
 	if c.TicketHook.MaxAge == 0 {
 		c.TicketHook.MaxAge = strictyaml.Duration(5 * time.Minute)
 	}
@@ -182,6 +213,12 @@ func (c *Config) SetDefaults() {
 func (c *Config) resolveSecrets(getenv func(string) string) {
 	if c.TicketHook.SecretEnv != "" {
 		c.TicketHook.Secret = getenv(c.TicketHook.SecretEnv)
+	}
+	if c.Notifications.WebhookSecretEnv != "" {
+		c.Notifications.WebhookSecret = getenv(c.Notifications.WebhookSecretEnv)
+	}
+	if c.Notifications.SMTP.PasswordEnv != "" {
+		c.Notifications.SMTP.Password = getenv(c.Notifications.SMTP.PasswordEnv)
 	}
 	for i := range c.Clients {
 		if c.Clients[i].SecretEnv != "" {
@@ -263,6 +300,26 @@ func (c *Config) Validate(getenv func(string) string) []string {
 	}
 	if age := c.TicketHook.MaxAge.Std(); age < 10*time.Second || age > time.Hour {
 		add("ticket_hook.max_age", "must be between 10s and 1h")
+	}
+	if n := c.Notifications; n.SMTP.Host != "" {
+		if n.SMTP.From == "" {
+			add("notifications.smtp.from", "required")
+		}
+		switch n.SMTP.TLS {
+		case "starttls", "implicit":
+		case "none":
+			if !IsLoopback(n.SMTP.Host) {
+				add("notifications.smtp.tls", "none is allowed only for a loopback relay")
+			}
+		default:
+			add("notifications.smtp.tls", "must be starttls, implicit or none")
+		}
+		if n.SMTP.PasswordEnv != "" && n.SMTP.Password == "" {
+			add("notifications.smtp.password_env", "environment variable %s is empty", n.SMTP.PasswordEnv)
+		}
+	}
+	if n := c.Notifications; n.WebhookSecretEnv != "" && len(n.WebhookSecret) < 32 {
+		add("notifications.webhook_secret_env", "environment variable %s must hold a secret of at least 32 bytes", n.WebhookSecretEnv)
 	}
 	ids := map[string]bool{}
 	for i, cl := range c.Clients {

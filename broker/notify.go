@@ -1,0 +1,187 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	mail "github.com/wneessen/go-mail"
+
+	"github.com/actas/actas/storage"
+)
+
+// Outbox delivery tuning.
+const (
+	outboxPoll  = 500 * time.Millisecond
+	outboxLease = time.Minute // longer than one delivery may take
+	maxBackoff  = time.Hour
+)
+
+// runOutbox delivers due outbox messages until ctx ends. Delivery is at
+// least once: a message is marked delivered only after its channel took
+// it, and leased to one sender at a time across replicas.
+func (s *Server) runOutbox(ctx context.Context) {
+	t := time.NewTicker(outboxPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		msgs, err := s.store.ClaimOutbox(ctx, s.now(), outboxLease, 32)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("outbox: claiming", "err", err)
+		}
+		for _, m := range msgs {
+			if ctx.Err() != nil {
+				return // the lease runs out and another sender retries
+			}
+			s.deliver(ctx, m)
+		}
+	}
+}
+
+func (s *Server) deliver(ctx context.Context, m storage.OutboxMessage) {
+	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var err error
+	switch m.Channel {
+	case "email":
+		err = s.sendMail(dctx, m)
+	case "webhook":
+		err = s.sendWebhook(dctx, m)
+	default:
+		err = fmt.Errorf("unknown channel %q", m.Channel)
+	}
+	now := s.now()
+	if err == nil {
+		if ferr := s.store.FinishOutbox(ctx, m.ID, now, "", time.Time{}); ferr != nil {
+			s.log.Error("outbox: recording delivery", "err", ferr, "id", m.ID)
+		}
+		return
+	}
+	backoff := min(time.Duration(1<<min(m.Attempts, 12))*time.Second, maxBackoff)
+	s.log.Warn("outbox: delivery failed; will retry", "id", m.ID, "channel", m.Channel, "attempts", m.Attempts, "retry_in", backoff, "err", err)
+	msg := err.Error()
+	if len(msg) > 500 {
+		msg = msg[:500]
+	}
+	if ferr := s.store.FinishOutbox(ctx, m.ID, now, msg, now.Add(backoff)); ferr != nil {
+		s.log.Error("outbox: recording failure", "err", ferr, "id", m.ID)
+	}
+}
+
+// notice is the payload of an outbox message.
+type notice struct {
+	Kind      string          `json:"kind"`
+	Tenant    string          `json:"tenant"`
+	Time      time.Time       `json:"time"`
+	Action    string          `json:"action"`
+	ActorType string          `json:"actor_type"`
+	ActorID   string          `json:"actor_id"`
+	Target    string          `json:"target"`
+	Detail    json.RawMessage `json:"detail"`
+}
+
+var kindTitles = map[string]string{
+	storage.NotifyToggle:          "support access changed",
+	storage.NotifyLockout:         "support codes voided after too many failed attempts",
+	storage.NotifyGrantCreated:    "support access granted",
+	storage.NotifyGrantRedeemed:   "a support engineer redeemed a grant",
+	storage.NotifyGrantTerminated: "a support grant ended",
+}
+
+// text renders what changed, when, and by whom.
+func (n notice) text() (subject, body string) {
+	subject = fmt.Sprintf("[actas] %s: %s", n.Tenant, kindTitles[n.Kind])
+	var b strings.Builder
+	fmt.Fprintf(&b, "What: %s (%s)\nWho:  %s %s\nWhen: %s\nTenant: %s\n", kindTitles[n.Kind], n.Action, n.ActorType, n.ActorID,
+		n.Time.UTC().Format(time.RFC1123), n.Tenant)
+	if n.Target != "" {
+		fmt.Fprintf(&b, "Target: %s\n", n.Target)
+	}
+	if len(n.Detail) > 0 && string(n.Detail) != "{}" {
+		fmt.Fprintf(&b, "Details: %s\n", n.Detail)
+	}
+	return subject, b.String()
+}
+
+func (s *Server) sendMail(ctx context.Context, m storage.OutboxMessage) error {
+	c := s.cfg.Notifications.SMTP
+	if c.Host == "" {
+		return errors.New("no SMTP relay configured (notifications.smtp)")
+	}
+	var n notice
+	if err := json.Unmarshal(m.Payload, &n); err != nil {
+		return fmt.Errorf("corrupt outbox payload: %v", err)
+	}
+	subject, body := n.text()
+	msg := mail.NewMsg()
+	if err := msg.From(c.From); err != nil {
+		return err
+	}
+	if err := msg.To(m.Destination); err != nil {
+		return err
+	}
+	msg.Subject(subject)
+	msg.SetBodyString(mail.TypeTextPlain, body)
+	opts := []mail.Option{mail.WithPort(c.Port), mail.WithTimeout(15 * time.Second)}
+	switch c.TLS {
+	case "implicit":
+		opts = append(opts, mail.WithSSL())
+	case "none":
+		opts = append(opts, mail.WithTLSPolicy(mail.NoTLS))
+	default:
+		opts = append(opts, mail.WithTLSPolicy(mail.TLSMandatory))
+	}
+	if c.Username != "" {
+		opts = append(opts, mail.WithSMTPAuth(mail.SMTPAuthPlain), mail.WithUsername(c.Username), mail.WithPassword(c.Password))
+	}
+	client, err := mail.NewClient(c.Host, opts...)
+	if err != nil {
+		return err
+	}
+	return client.DialAndSendWithContext(ctx, msg)
+}
+
+// sendWebhook POSTs the payload, signed like the ticket hook:
+// X-Actas-Signature = sha256=HMAC(secret, timestamp + "." + body).
+func (s *Server) sendWebhook(ctx context.Context, m storage.OutboxMessage) error {
+	secret := s.cfg.Notifications.WebhookSecret
+	if secret == "" {
+		return errors.New("no webhook secret configured (notifications.webhook_secret_env)")
+	}
+	ts := strconv.FormatInt(s.now().Unix(), 10)
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(ts + "."))
+	mac.Write(m.Payload)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.Destination, bytes.NewReader(m.Payload))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Actas-Timestamp", ts)
+	req.Header.Set("X-Actas-Signature", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	req.Header.Set("X-Actas-Delivery", strconv.FormatInt(m.ID, 10))
+	resp, err := s.hooks.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("webhook answered %s", resp.Status)
+	}
+	return nil
+}
