@@ -198,6 +198,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 				}
 				s.maybeRotate(ctx)
 				s.flushUsage(ctx, false)
+				s.recordExpiries(ctx)
 			}
 		}
 	}()

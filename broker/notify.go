@@ -100,6 +100,24 @@ var kindTitles = map[string]string{
 	storage.NotifyGrantCreated:    "support access granted",
 	storage.NotifyGrantRedeemed:   "a support engineer redeemed a grant",
 	storage.NotifyGrantTerminated: "a support grant ended",
+	storage.NotifyGrantExpired:    "a support grant expired",
+}
+
+// recordExpiries audits (and so notifies) grants that ran out.
+func (s *Server) recordExpiries(ctx context.Context) {
+	ev := s.event(ctx, actor{Type: storage.ActorSystem, ID: "actas"}, "", "grant.expire", "", "success", map[string]any{"reason": "expired"})
+	for {
+		n, err := s.store.RecordExpiries(ctx, s.now(), 100, ev)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("recording grant expiries", "err", err)
+			}
+			return
+		}
+		if n < 100 {
+			return
+		}
+	}
 }
 
 // text renders what changed, when, and by whom.

@@ -172,10 +172,11 @@ const (
 	NotifyGrantCreated    = "grant_created"
 	NotifyGrantRedeemed   = "grant_redeemed"
 	NotifyGrantTerminated = "grant_terminated"
+	NotifyGrantExpired    = "grant_expired"
 )
 
 // NotifyKinds lists every kind, for validation.
-var NotifyKinds = []string{NotifyToggle, NotifyLockout, NotifyGrantCreated, NotifyGrantRedeemed, NotifyGrantTerminated}
+var NotifyKinds = []string{NotifyToggle, NotifyLockout, NotifyGrantCreated, NotifyGrantRedeemed, NotifyGrantTerminated, NotifyGrantExpired}
 
 // DefaultNotifyKinds are sent to admins when a tenant has set nothing.
 var DefaultNotifyKinds = []string{NotifyToggle, NotifyLockout}
@@ -195,6 +196,8 @@ func NotifyKind(ev *AuditEvent) string {
 		return NotifyGrantRedeemed
 	case ev.Action == "grant.revoke":
 		return NotifyGrantTerminated
+	case ev.Action == "grant.expire":
+		return NotifyGrantExpired
 	}
 	return ""
 }
@@ -381,6 +384,11 @@ type Store interface {
 	// FinishOutbox records a delivery (err == "") or a failure with the
 	// time of the next attempt.
 	FinishOutbox(ctx context.Context, id int64, at time.Time, errText string, next time.Time) error
+
+	// RecordExpiries writes one event (from ev, target and tenant filled
+	// in) for each grant that expired by now, at most limit, once each,
+	// and returns how many.
+	RecordExpiries(ctx context.Context, now time.Time, limit int, ev AuditEvent) (int, error)
 
 	// RotateKeys makes the next key current and the current key previous
 	// (published until p.RetireAt), retires previous keys past their time

@@ -170,6 +170,10 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE delivered_at IS NULL`,
 	}},
+	{8, "expiry events", []string{
+		`ALTER TABLE grants ADD COLUMN expiry_recorded BOOLEAN NOT NULL DEFAULT FALSE`,
+		`CREATE INDEX grants_unrecorded_expiry ON grants (expires_at) WHERE expiry_recorded = FALSE AND revoked_at IS NULL`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

@@ -160,3 +160,39 @@ func (s *Store) FinishOutbox(ctx context.Context, id int64, at time.Time, errTex
 		return err
 	})
 }
+
+// RecordExpiries audits grants that ran out, once each.
+func (s *Store) RecordExpiries(ctx context.Context, now time.Time, limit int, ev storage.AuditEvent) (int, error) {
+	var n int
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		n = 0
+		var rows []struct {
+			ID     string `db:"id"`
+			Tenant string `db:"tenant_id"`
+			Sub    string `db:"granted_by"`
+			Act    string `db:"engineer_sub"`
+		}
+		if err := tx.SelectContext(ctx, &rows, tx.Rebind(`SELECT id, tenant_id, granted_by, engineer_sub FROM grants
+			WHERE expiry_recorded = FALSE AND revoked_at IS NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?`), micro(now), limit); err != nil {
+			return s.mapErr(err)
+		}
+		for _, g := range rows {
+			c, err := s.exec(ctx, tx, `UPDATE grants SET expiry_recorded = TRUE WHERE id = ? AND expiry_recorded = FALSE`, g.ID)
+			if err != nil {
+				return err
+			}
+			if c == 0 {
+				continue // another replica recorded it
+			}
+			e := ev
+			e.TenantID, e.Target = g.Tenant, g.ID
+			e.Detail = mergeDetail(e.Detail, map[string]any{"sub": g.Sub, "act": g.Act})
+			if err := s.insertAudit(ctx, tx, e); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}

@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store, auditKey []byte) {
 		{"keys/rotate once under a race", testRotate},
 		{"audit/filter and page", testAudit},
 		{"notify/outbox in the same transaction, one claimer", testOutbox},
+		{"notify/expiries recorded once", testExpiries},
 		{"audit/chain under concurrent writers", func(t *testing.T, s storage.Store) { testChainConcurrency(t, s, auditKey) }},
 	}
 	for _, tc := range tests {
@@ -730,5 +731,29 @@ func testOutbox(t *testing.T, s storage.Store) {
 	}
 	if len(after) != 5 {
 		t.Fatalf("after delivery, %d messages are due, want the 5 undelivered", len(after))
+	}
+}
+
+func testExpiries(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	short := newGrant("acme", "500001")
+	short.ExpiresAt = t0.Add(time.Hour)
+	mustCreate(t, s, short)
+	mustCreate(t, s, newGrant("acme", "500002")) // 24h
+	revoked := newGrant("acme", "500003")
+	revoked.ExpiresAt = t0.Add(time.Hour)
+	mustCreate(t, s, revoked)
+	s.RevokeGrant(ctx, "acme", revoked.ID, t0, "ada", "terminated", ev("acme", "grant.revoke"))
+	e := ev("", "grant.expire")
+	for i, want := range []int{1, 0} {
+		n, err := s.RecordExpiries(ctx, t0.Add(2*time.Hour), 100, e)
+		if err != nil || n != want {
+			t.Fatalf("pass %d: %d %v, want %d", i, n, err, want)
+		}
+	}
+	evs, _ := s.Audit(ctx, storage.AuditFilter{TenantID: "acme", Action: "grant.expire"})
+	if len(evs) != 1 || evs[0].Target != short.ID {
+		t.Fatalf("expiry events: %+v", evs)
 	}
 }
