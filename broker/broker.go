@@ -68,6 +68,9 @@ type Server struct {
 	hooks      *http.Client // outgoing webhooks
 	// seenAdmins throttles recording admin addresses to once an hour.
 	seenAdmins *boundcache.Cache[string, time.Time]
+	// lastRetention is when checkpoint and retention last ran; only the
+	// maintenance goroutine touches it.
+	lastRetention time.Time
 }
 
 type client struct {
@@ -199,6 +202,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 				s.maybeRotate(ctx)
 				s.flushUsage(ctx, false)
 				s.recordExpiries(ctx)
+				s.maybeRetain(ctx)
 			}
 		}
 	}()

@@ -203,3 +203,31 @@ func (s *Server) sendWebhook(ctx context.Context, m storage.OutboxMessage) error
 	}
 	return nil
 }
+
+// maybeRetain seals a checkpoint of every audit chain head and applies
+// retention, once an hour.
+func (s *Server) maybeRetain(ctx context.Context) {
+	now := s.now()
+	if now.Sub(s.lastRetention) < time.Hour {
+		return
+	}
+	s.lastRetention = now
+	if err := s.store.Checkpoint(ctx, now); err != nil {
+		s.log.Warn("audit checkpoint", "err", err)
+		return
+	}
+	r := s.cfg.Retention
+	p := storage.PruneParams{Now: now,
+		EngineersBefore: now.Add(-r.EngineerRecords.Std()), ArchiveBefore: now.Add(-r.ArchiveGrantsAfter.Std())}
+	if r.AuditEvents > 0 {
+		p.AuditBefore = now.Add(-r.AuditEvents.Std())
+	}
+	res, err := s.store.Prune(ctx, p)
+	if err != nil {
+		s.log.Warn("retention", "err", err)
+		return
+	}
+	if res != (storage.PruneResult{}) {
+		s.log.Info("retention applied", "audit_events", res.AuditEvents, "engineer_records", res.Engineers, "archived_grants", res.Archived)
+	}
+}

@@ -46,3 +46,30 @@ func TestIntrospectionAudit(t *testing.T) {
 		t.Fatalf("chain: %d %v", n, err)
 	}
 }
+
+func TestMaintenanceCheckpointsAndRetention(t *testing.T) {
+	e := newTestEnv(t)
+	clock := time.Now()
+	e.srv.now = func() time.Time { return clock }
+	admin := e.admin(t)
+	e.enable(t, admin)
+	e.redeem(t, admin, e.engineer(t))
+	e.srv.maybeRetain(context.Background())
+	cps, _, err := e.store.AuditCheckpoints(context.Background())
+	if err != nil || len(cps) != 1 {
+		t.Fatalf("checkpoints: %d %v", len(cps), err)
+	}
+	e.srv.maybeRetain(context.Background()) // within the hour: nothing
+	clock = clock.Add(100 * 24 * time.Hour)
+	e.srv.recordExpiries(context.Background())
+	e.srv.maybeRetain(context.Background())
+	if cps, _, _ = e.store.AuditCheckpoints(context.Background()); len(cps) != 2 {
+		t.Fatalf("checkpoints after a day: %d", len(cps))
+	}
+	if g, _ := e.store.Grants(context.Background(), storage.GrantFilter{TenantID: "acme", Status: "all", Now: clock}); len(g) != 0 {
+		t.Fatalf("grants ended 100 days ago were not archived: %d", len(g))
+	}
+	if _, err := storage.VerifyAudit(context.Background(), e.store, e.srv.secrets.AuditKey()); err != nil {
+		t.Fatal(err)
+	}
+}

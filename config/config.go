@@ -31,6 +31,15 @@ type Config struct {
 	Clients       []Client      `yaml:"clients"`
 	TicketHook    TicketHook    `yaml:"ticket_hook"`
 	Notifications Notifications `yaml:"notifications"`
+	Retention     Retention     `yaml:"retention"`
+}
+
+// Retention says how long records are kept; 0s keeps forever. Audit
+// pruning seals a checkpoint first, so the chain stays verifiable.
+type Retention struct {
+	EngineerRecords    strictyaml.Duration `yaml:"engineer_records"`
+	ArchiveGrantsAfter strictyaml.Duration `yaml:"archive_grants_after"`
+	AuditEvents        strictyaml.Duration `yaml:"audit_events"`
 }
 
 // Notifications configures delivery of the outbox: email over SMTP and
@@ -205,6 +214,12 @@ func (c *Config) SetDefaults() {
 	if c.Notifications.SMTP.Host != "" && c.Notifications.SMTP.Port == 0 {
 		c.Notifications.SMTP.Port = 587
 	}
+	if c.Retention.EngineerRecords == 0 {
+		c.Retention.EngineerRecords = strictyaml.Duration(60 * 24 * time.Hour)
+	}
+	if c.Retention.ArchiveGrantsAfter == 0 {
+		c.Retention.ArchiveGrantsAfter = strictyaml.Duration(90 * 24 * time.Hour)
+	}
 	if c.TicketHook.MaxAge == 0 {
 		c.TicketHook.MaxAge = strictyaml.Duration(5 * time.Minute)
 	}
@@ -320,6 +335,15 @@ func (c *Config) Validate(getenv func(string) string) []string {
 	}
 	if n := c.Notifications; n.WebhookSecretEnv != "" && len(n.WebhookSecret) < 32 {
 		add("notifications.webhook_secret_env", "environment variable %s must hold a secret of at least 32 bytes", n.WebhookSecretEnv)
+	}
+	for key, d := range map[string]strictyaml.Duration{"retention.engineer_records": c.Retention.EngineerRecords,
+		"retention.archive_grants_after": c.Retention.ArchiveGrantsAfter} {
+		if d.Std() < 24*time.Hour {
+			add(key, "must be at least 1d")
+		}
+	}
+	if d := c.Retention.AuditEvents.Std(); d != 0 && d < 30*24*time.Hour {
+		add("retention.audit_events", "must be 0s (keep forever) or at least 30d")
 	}
 	ids := map[string]bool{}
 	for i, cl := range c.Clients {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // GenesisHash is the prev_hash of a tenant's first audit event.
@@ -95,15 +96,82 @@ func (v *ChainVerifier) End(head AuditHead) error {
 	return nil
 }
 
+// CheckpointHash seals a checkpoint: HMAC-SHA256 under the audit key over
+// ["actas-checkpoint-v1", at, body, prev].
+func CheckpointHash(key []byte, at time.Time, body, prev []byte) []byte {
+	b, _ := json.Marshal([]any{"actas-checkpoint-v1", at.UTC().UnixMicro(), string(body), hex.EncodeToString(prev)})
+	m := hmac.New(sha256.New, key)
+	m.Write(b)
+	return m.Sum(nil)
+}
+
 // AuditReader is what VerifyAudit reads.
 type AuditReader interface {
 	AuditHeads(ctx context.Context) ([]AuditHead, error)
 	AuditChain(ctx context.Context, tenantID string, afterSeq int64, limit int) ([]AuditEvent, error)
+	AuditCheckpoints(ctx context.Context) ([]Checkpoint, []AuditHead, error)
 }
 
-// VerifyAudit walks every tenant's chain and returns how many events it
-// checked and the first *ChainError, if any.
+type sealedHead struct {
+	Tenant string `json:"tenant"`
+	Seq    int64  `json:"seq"`
+	Hash   string `json:"hash"`
+}
+
+// verifyCheckpoints checks the checkpoint chain and returns, per tenant,
+// the sealed anchor (from the latest checkpoint naming one) and the
+// highest sealed head.
+func verifyCheckpoints(cps []Checkpoint, key []byte) (map[string]sealedHead, map[string]sealedHead, error) {
+	anchors, heads := map[string]sealedHead{}, map[string]sealedHead{}
+	prev := GenesisHash
+	for _, c := range cps {
+		fail := func(reason string) error {
+			return &ChainError{TenantID: "(checkpoints)", Seq: c.ID, ID: c.ID, Reason: reason}
+		}
+		if !bytes.Equal(c.PrevHash, prev) {
+			return nil, nil, fail("prev_hash does not match the previous checkpoint: a checkpoint is missing or reordered")
+		}
+		if !hmac.Equal(c.Hash, CheckpointHash(key, c.At, c.Body, c.PrevHash)) {
+			return nil, nil, fail("seal does not match: the checkpoint was edited")
+		}
+		var body struct{ Heads, Anchors []sealedHead }
+		if err := json.Unmarshal(c.Body, &body); err != nil {
+			return nil, nil, fail("unreadable body")
+		}
+		for _, a := range body.Anchors {
+			anchors[a.Tenant] = a
+		}
+		for _, h := range body.Heads {
+			if h.Seq > heads[h.Tenant].Seq {
+				heads[h.Tenant] = h
+			}
+		}
+		prev = c.Hash
+	}
+	return anchors, heads, nil
+}
+
+// VerifyAudit checks the checkpoint chain, then walks every tenant's chain
+// from its sealed anchor (or the start), checks that every head a
+// checkpoint sealed is still there, and returns how many events it checked
+// and the first *ChainError, if any.
 func VerifyAudit(ctx context.Context, r AuditReader, key []byte) (int, error) {
+	cps, anchorRows, err := r.AuditCheckpoints(ctx)
+	if err != nil {
+		return 0, err
+	}
+	sealedAnchors, sealedHeads, err := verifyCheckpoints(cps, key)
+	if err != nil {
+		return 0, err
+	}
+	anchors := map[string]AuditHead{}
+	for _, a := range anchorRows {
+		s, ok := sealedAnchors[a.TenantID]
+		if !ok || s.Seq != a.Seq || s.Hash != hex.EncodeToString(a.Hash) {
+			return 0, &ChainError{TenantID: a.TenantID, Seq: a.Seq, Reason: "the prune anchor does not match any sealed checkpoint"}
+		}
+		anchors[a.TenantID] = a
+	}
 	heads, err := r.AuditHeads(ctx)
 	if err != nil {
 		return 0, err
@@ -111,7 +179,11 @@ func VerifyAudit(ctx context.Context, r AuditReader, key []byte) (int, error) {
 	n := 0
 	for _, h := range heads {
 		v := NewChainVerifier(key, h.TenantID)
-		var after int64
+		if a, ok := anchors[h.TenantID]; ok {
+			v.seq, v.prev = a.Seq, a.Hash
+		}
+		sealed := sealedHeads[h.TenantID]
+		var after int64 = v.seq
 		for {
 			evs, err := r.AuditChain(ctx, h.TenantID, after, 1000)
 			if err != nil {
@@ -120,6 +192,9 @@ func VerifyAudit(ctx context.Context, r AuditReader, key []byte) (int, error) {
 			for i := range evs {
 				if err := v.Next(&evs[i]); err != nil {
 					return n, err
+				}
+				if evs[i].Seq == sealed.Seq && hex.EncodeToString(evs[i].Hash) != sealed.Hash {
+					return n, &ChainError{TenantID: h.TenantID, Seq: sealed.Seq, ID: evs[i].ID, Reason: "differs from the head a checkpoint sealed"}
 				}
 				n++
 			}
@@ -130,6 +205,10 @@ func VerifyAudit(ctx context.Context, r AuditReader, key []byte) (int, error) {
 		}
 		if err := v.End(h); err != nil {
 			return n, err
+		}
+		if sealed.Seq > v.seq {
+			return n, &ChainError{TenantID: h.TenantID, Seq: v.seq + 1, ID: v.lastID,
+				Reason: fmt.Sprintf("a checkpoint sealed seq %d but the chain ends at seq %d: events at the end were deleted", sealed.Seq, v.seq)}
 		}
 	}
 	return n, nil

@@ -225,6 +225,28 @@ type OutboxMessage struct {
 	CreatedAt   time.Time
 }
 
+// Checkpoint is one link of the global chain over tenant heads.
+type Checkpoint struct {
+	ID       int64
+	At       time.Time
+	Body     []byte // JSON: {"heads": [...], "anchors": [...]}
+	PrevHash []byte
+	Hash     []byte
+}
+
+// PruneParams say what retention removes.
+type PruneParams struct {
+	Now             time.Time
+	AuditBefore     time.Time
+	EngineersBefore time.Time
+	ArchiveBefore   time.Time
+}
+
+// PruneResult counts what retention removed.
+type PruneResult struct {
+	AuditEvents, Engineers, Archived int
+}
+
 // TicketUpdate is one status change of a ticket.
 type TicketUpdate struct {
 	TenantID, TicketID, System string
@@ -389,6 +411,18 @@ type Store interface {
 	// in) for each grant that expired by now, at most limit, once each,
 	// and returns how many.
 	RecordExpiries(ctx context.Context, now time.Time, limit int, ev AuditEvent) (int, error)
+
+	// Checkpoint seals every tenant's chain head into the next link of the
+	// global checkpoint chain.
+	Checkpoint(ctx context.Context, now time.Time) error
+	// AuditCheckpoints returns the checkpoint chain, oldest first, and the
+	// prune anchors.
+	AuditCheckpoints(ctx context.Context) ([]Checkpoint, []AuditHead, error)
+	// Prune applies retention: audit events before p.AuditBefore (after a
+	// checkpoint naming the new anchors), engineer details of grants ended
+	// before p.EngineersBefore, and grants ended before p.ArchiveBefore
+	// (moved to the archive). Zero times skip that part.
+	Prune(ctx context.Context, p PruneParams) (PruneResult, error)
 
 	// RotateKeys makes the next key current and the current key previous
 	// (published until p.RetireAt), retires previous keys past their time

@@ -174,6 +174,37 @@ var migrations = []migration{
 		`ALTER TABLE grants ADD COLUMN expiry_recorded BOOLEAN NOT NULL DEFAULT FALSE`,
 		`CREATE INDEX grants_unrecorded_expiry ON grants (expires_at) WHERE expiry_recorded = FALSE AND revoked_at IS NULL`,
 	}},
+	{9, "retention: audit checkpoints and anchors, grant archive", []string{
+		`CREATE TABLE audit_checkpoints (
+			id {{AUTOID}},
+			at BIGINT NOT NULL,
+			body TEXT NOT NULL,
+			prev_hash {{BLOB}} NOT NULL,
+			hash {{BLOB}} NOT NULL
+		)`,
+		`CREATE TABLE audit_anchors (
+			tenant_id TEXT PRIMARY KEY,
+			seq BIGINT NOT NULL,
+			hash {{BLOB}} NOT NULL
+		)`,
+		`CREATE TABLE grants_archive (
+			id TEXT PRIMARY KEY,
+			tenant_id TEXT NOT NULL,
+			role TEXT NOT NULL,
+			environments TEXT NOT NULL,
+			resources TEXT NOT NULL,
+			ticket TEXT NOT NULL,
+			granted_by TEXT NOT NULL,
+			created_at BIGINT NOT NULL,
+			expires_at BIGINT NOT NULL,
+			redeemed_at BIGINT,
+			engineer_sub TEXT NOT NULL,
+			engineer_iss TEXT NOT NULL,
+			revoked_at BIGINT,
+			revoke_reason TEXT NOT NULL,
+			archived_at BIGINT NOT NULL
+		)`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

@@ -133,3 +133,68 @@ func BenchmarkAppendAudit(b *testing.B) {
 		}
 	}
 }
+
+func TestRetentionSQLite(t *testing.T)   { runRetention(t, rawSQLite) }
+func TestRetentionPostgres(t *testing.T) { runRetention(t, rawPostgres) }
+
+func runRetention(t *testing.T, open rawOpener) {
+	t0 := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	prunedStore := func(t *testing.T) (storage.Store, *sqlx.DB) {
+		s, db := open(t)
+		for i := 1; i <= 5; i++ {
+			for _, tenant := range []string{"acme", "other"} {
+				if err := s.AppendAudit(ctx, storage.AuditEvent{Time: t0.Add(time.Duration(i) * time.Minute), TenantID: tenant,
+					ActorType: storage.ActorSystem, ActorID: "actas", Action: "grant.create", Outcome: "success"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := s.Checkpoint(ctx, t0.Add(10*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Prune(ctx, storage.PruneParams{Now: t0.Add(time.Hour), AuditBefore: t0.Add(3 * time.Minute)})
+		if err != nil || r.AuditEvents != 4 {
+			t.Fatalf("prune: %+v %v", r, err)
+		}
+		return s, db
+	}
+	t.Run("ok/verifies after pruning", func(t *testing.T) {
+		s, _ := prunedStore(t)
+		n, err := storage.VerifyAudit(ctx, s, testAuditKey)
+		if err != nil || n != 6 {
+			t.Fatalf("after pruning: %d %v", n, err)
+		}
+		// appending after a prune continues the same chain
+		s.AppendAudit(ctx, storage.AuditEvent{Time: t0.Add(2 * time.Hour), TenantID: "acme", ActorType: storage.ActorSystem, ActorID: "x", Action: "a.b", Outcome: "success"})
+		if n, err := storage.VerifyAudit(ctx, s, testAuditKey); err != nil || n != 7 {
+			t.Fatalf("after pruning and appending: %d %v", n, err)
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		tamper []string
+		reason string
+	}{
+		{"fail/edited anchor", []string{`UPDATE audit_anchors SET seq = 1 WHERE tenant_id = 'acme'`}, "prune anchor"},
+		{"fail/truncated tail with a rewritten head", []string{
+			`DELETE FROM audit_events WHERE tenant_id = 'acme' AND seq > 3`,
+			`UPDATE audit_heads SET seq = 3, hash = (SELECT hash FROM audit_events WHERE tenant_id = 'acme' AND seq = 3) WHERE tenant_id = 'acme'`}, "checkpoint sealed seq 5"},
+		{"fail/edited checkpoint", []string{`UPDATE audit_checkpoints SET body = replace(body, '"seq":5', '"seq":4') WHERE id = 1`}, "checkpoint was edited"},
+		{"fail/deleted checkpoint", []string{`DELETE FROM audit_checkpoints WHERE id = 1`}, "checkpoint is missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, db := prunedStore(t)
+			for _, q := range tc.tamper {
+				if _, err := db.Exec(q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := storage.VerifyAudit(ctx, s, testAuditKey)
+			var ce *storage.ChainError
+			if !errors.As(err, &ce) || !strings.Contains(ce.Reason, tc.reason) {
+				t.Fatalf("got %v, want a ChainError mentioning %q", err, tc.reason)
+			}
+		})
+	}
+}

@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store, auditKey []byte) {
 		{"audit/filter and page", testAudit},
 		{"notify/outbox in the same transaction, one claimer", testOutbox},
 		{"notify/expiries recorded once", testExpiries},
+		{"retention/engineers and archive", testRetention},
 		{"audit/chain under concurrent writers", func(t *testing.T, s storage.Store) { testChainConcurrency(t, s, auditKey) }},
 	}
 	for _, tc := range tests {
@@ -755,5 +756,30 @@ func testExpiries(t *testing.T, s storage.Store) {
 	evs, _ := s.Audit(ctx, storage.AuditFilter{TenantID: "acme", Action: "grant.expire"})
 	if len(evs) != 1 || evs[0].Target != short.ID {
 		t.Fatalf("expiry events: %+v", evs)
+	}
+}
+
+func testRetention(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	mustCreate(t, s, newGrant("acme", "700001"))
+	old, is := redeem(t, s, redeemParams("acme", "700001", "eng-old", t0))
+	s.RevokeGrant(ctx, "acme", old.ID, t0.Add(time.Hour), "ada", "terminated", ev("acme", "grant.revoke"))
+	recent := newGrant("acme", "700002")
+	recent.CreatedAt, recent.ExpiresAt, recent.CodeExpiresAt = t0.Add(95*24*time.Hour), t0.Add(120*24*time.Hour), t0.Add(96*24*time.Hour)
+	mustCreate(t, s, recent)
+	now := t0.Add(100 * 24 * time.Hour)
+	r, err := s.Prune(ctx, storage.PruneParams{Now: now, EngineersBefore: now.Add(-60 * 24 * time.Hour), ArchiveBefore: now.Add(-90 * 24 * time.Hour)})
+	if err != nil || r.Archived != 1 || r.Engineers < 1 {
+		t.Fatalf("prune: %+v %v", r, err)
+	}
+	if _, err := s.Grant(ctx, "acme", old.ID); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("an ended grant was not archived: %v", err)
+	}
+	if _, err := s.TokenState(ctx, is.Token.JTI); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("an archived grant's token remains: %v", err)
+	}
+	if _, err := s.Grant(ctx, "acme", recent.ID); err != nil {
+		t.Fatalf("a live grant was pruned: %v", err)
 	}
 }

@@ -1,0 +1,173 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/actas/actas/storage"
+)
+
+type headJSON struct {
+	Tenant string `json:"tenant"`
+	Seq    int64  `json:"seq"`
+	Hash   string `json:"hash"`
+}
+
+// writeCheckpoint appends a checkpoint of all heads (and anchors) in tx.
+func (s *Store) writeCheckpoint(ctx context.Context, tx *sqlx.Tx, now time.Time, anchors []headJSON) error {
+	var heads []headJSON
+	rows, err := tx.QueryxContext(ctx, `SELECT tenant_id, seq, hash FROM audit_heads ORDER BY tenant_id`)
+	if err != nil {
+		return s.mapErr(err)
+	}
+	for rows.Next() {
+		var h headJSON
+		var hash []byte
+		if err := rows.Scan(&h.Tenant, &h.Seq, &hash); err != nil {
+			rows.Close()
+			return s.mapErr(err)
+		}
+		h.Hash = hex.EncodeToString(hash)
+		heads = append(heads, h)
+	}
+	rows.Close()
+	if anchors == nil {
+		anchors = []headJSON{}
+	}
+	body, _ := json.Marshal(map[string]any{"heads": heads, "anchors": anchors})
+	prev := storage.GenesisHash
+	err = s.queryRow(ctx, tx, `SELECT hash FROM audit_checkpoints ORDER BY id DESC LIMIT 1`).Scan(&prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return s.mapErr(err)
+	}
+	now = time.UnixMicro(now.UnixMicro()).UTC()
+	_, err = s.exec(ctx, tx, `INSERT INTO audit_checkpoints (at, body, prev_hash, hash) VALUES (?, ?, ?, ?)`,
+		micro(now), string(body), prev, storage.CheckpointHash(s.auditKey, now, body, prev))
+	return err
+}
+
+// Checkpoint seals the current heads.
+func (s *Store) Checkpoint(ctx context.Context, now time.Time) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error { return s.writeCheckpoint(ctx, tx, now, nil) })
+}
+
+// AuditCheckpoints returns the checkpoint chain and the prune anchors.
+func (s *Store) AuditCheckpoints(ctx context.Context) ([]storage.Checkpoint, []storage.AuditHead, error) {
+	var cps []storage.Checkpoint
+	rows, err := s.read.QueryxContext(ctx, `SELECT id, at, body, prev_hash, hash FROM audit_checkpoints ORDER BY id`)
+	if err != nil {
+		return nil, nil, s.mapErr(err)
+	}
+	for rows.Next() {
+		var c storage.Checkpoint
+		var at int64
+		var body string
+		if err := rows.Scan(&c.ID, &at, &body, &c.PrevHash, &c.Hash); err != nil {
+			rows.Close()
+			return nil, nil, s.mapErr(err)
+		}
+		c.At, c.Body = fromMicro(at), []byte(body)
+		cps = append(cps, c)
+	}
+	rows.Close()
+	var anchors []storage.AuditHead
+	rows, err = s.read.QueryxContext(ctx, `SELECT tenant_id, seq, hash FROM audit_anchors ORDER BY tenant_id`)
+	if err != nil {
+		return nil, nil, s.mapErr(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var a storage.AuditHead
+		if err := rows.Scan(&a.TenantID, &a.Seq, &a.Hash); err != nil {
+			return nil, nil, s.mapErr(err)
+		}
+		anchors = append(anchors, a)
+	}
+	return cps, anchors, s.mapErr(rows.Err())
+}
+
+// Prune applies retention in one transaction.
+func (s *Store) Prune(ctx context.Context, p storage.PruneParams) (storage.PruneResult, error) {
+	var r storage.PruneResult
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		r = storage.PruneResult{}
+		if !p.AuditBefore.IsZero() {
+			var cut []struct {
+				Tenant string `db:"tenant_id"`
+				Seq    int64  `db:"seq"`
+			}
+			if err := tx.SelectContext(ctx, &cut, tx.Rebind(`SELECT tenant_id, MAX(seq) AS seq FROM audit_events
+				WHERE at < ? AND seq IS NOT NULL GROUP BY tenant_id ORDER BY tenant_id`), micro(p.AuditBefore)); err != nil {
+				return s.mapErr(err)
+			}
+			var anchors []headJSON
+			for _, c := range cut {
+				var hash []byte
+				if err := s.queryRow(ctx, tx, `SELECT hash FROM audit_events WHERE tenant_id = ? AND seq = ?`, c.Tenant, c.Seq).Scan(&hash); err != nil {
+					return s.mapErr(err)
+				}
+				anchors = append(anchors, headJSON{Tenant: c.Tenant, Seq: c.Seq, Hash: hex.EncodeToString(hash)})
+			}
+			if len(anchors) > 0 {
+				// Seal the anchors first: the chain stays verifiable from them.
+				if err := s.writeCheckpoint(ctx, tx, p.Now, anchors); err != nil {
+					return err
+				}
+				for _, a := range anchors {
+					hash, _ := hex.DecodeString(a.Hash)
+					n, err := s.exec(ctx, tx, `DELETE FROM audit_events WHERE tenant_id = ? AND seq <= ?`, a.Tenant, a.Seq)
+					if err != nil {
+						return err
+					}
+					r.AuditEvents += int(n)
+					if _, err := s.exec(ctx, tx, `INSERT INTO audit_anchors (tenant_id, seq, hash) VALUES (?, ?, ?)
+						ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`, a.Tenant, a.Seq, hash); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		if !p.EngineersBefore.IsZero() {
+			cut := micro(p.EngineersBefore)
+			n, err := s.exec(ctx, tx, `UPDATE grants SET engineer_email = '', engineer_claims = '{}', engineer_groups = '[]'
+				WHERE (engineer_email <> '' OR engineer_claims <> '{}') AND redeemed_at < ?
+					AND (expires_at < ? OR (revoked_at IS NOT NULL AND revoked_at < ?))`, cut, cut, cut)
+			if err != nil {
+				return err
+			}
+			m, err := s.exec(ctx, tx, `DELETE FROM redeem_failures WHERE scope = ? AND window_start < ?`, scopeEngineer, cut)
+			if err != nil {
+				return err
+			}
+			r.Engineers = int(n + m)
+		}
+		if !p.ArchiveBefore.IsZero() {
+			cut := micro(p.ArchiveBefore)
+			const ended = `(expires_at < ? OR (revoked_at IS NOT NULL AND revoked_at < ?))`
+			if _, err := s.exec(ctx, tx, `INSERT INTO grants_archive (id, tenant_id, role, environments, resources, ticket, granted_by,
+				created_at, expires_at, redeemed_at, engineer_sub, engineer_iss, revoked_at, revoke_reason, archived_at)
+				SELECT id, tenant_id, role, environments, resources, ticket, granted_by, created_at, expires_at, redeemed_at,
+					engineer_sub, engineer_iss, revoked_at, revoke_reason, ? FROM grants WHERE `+ended, micro(p.Now), cut, cut); err != nil {
+				return err
+			}
+			for _, table := range []string{"tokens", "refresh_tokens"} {
+				if _, err := s.exec(ctx, tx, `DELETE FROM `+table+` WHERE grant_id IN (SELECT id FROM grants WHERE `+ended+`)`, cut, cut); err != nil {
+					return err
+				}
+			}
+			n, err := s.exec(ctx, tx, `DELETE FROM grants WHERE `+ended, cut, cut)
+			if err != nil {
+				return err
+			}
+			r.Archived = int(n)
+		}
+		return nil
+	})
+	return r, err
+}
