@@ -34,17 +34,12 @@ type tokenResponse struct {
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	f, oe := parseForm(r)
-	if oe != nil {
-		writeOAuthError(w, *oe)
-		return
-	}
-	c, oe := s.authenticateClient(r, f, false)
-	if oe != nil {
-		writeOAuthError(w, *oe)
+	f, c, ok := s.oauthRequest(w, r, false)
+	if !ok {
 		return
 	}
 	var resp *tokenResponse
+	var oe *oauthError
 	gt := f["grant_type"]
 	switch gt {
 	case grantTypeTokenExchange:

@@ -83,6 +83,20 @@ func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
 
 var errClientAuth = errInvalidClient.with("client authentication failed")
 
+// oauthRequest parses an OAuth endpoint's form and authenticates the
+// client, writing the RFC 6749 error itself when either fails.
+func (s *Server) oauthRequest(w http.ResponseWriter, r *http.Request, requireSecret bool) (form, *client, bool) {
+	f, oe := parseForm(r)
+	if oe == nil {
+		var c *client
+		if c, oe = s.authenticateClient(r, f, requireSecret); oe == nil {
+			return f, c, true
+		}
+	}
+	writeOAuthError(w, *oe)
+	return nil, nil, false
+}
+
 // authenticateClient implements RFC 6749 §2.3.1 (client_secret_basic and
 // client_secret_post, never both) and public clients identified by
 // client_id (§2.1). Unknown client and wrong secret get the same answer.
@@ -137,14 +151,8 @@ type introspection struct {
 }
 
 func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
-	f, oe := parseForm(r)
-	if oe != nil {
-		writeOAuthError(w, *oe)
-		return
-	}
-	c, oe := s.authenticateClient(r, f, true)
-	if oe != nil {
-		writeOAuthError(w, *oe)
+	f, c, ok := s.oauthRequest(w, r, true)
+	if !ok {
 		return
 	}
 	if !c.CanIntrospect {
@@ -290,14 +298,8 @@ func decisionInputs(g *storage.Grant, t policy.Tenant, withClaims bool) (policy.
 // token ends its whole grant (RFC 7009 §2.1: revoke the tokens of the same
 // grant). Unknown or invalid tokens answer 200; storage failures 503.
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
-	f, oe := parseForm(r)
-	if oe != nil {
-		writeOAuthError(w, *oe)
-		return
-	}
-	c, oe := s.authenticateClient(r, f, false)
-	if oe != nil {
-		writeOAuthError(w, *oe)
+	f, c, ok := s.oauthRequest(w, r, false)
+	if !ok {
 		return
 	}
 	if oe := f.require("token"); oe != nil {

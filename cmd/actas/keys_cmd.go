@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -46,21 +47,14 @@ func ts(t time.Time) string {
 // keysRotate makes the published next key current. Running servers pick
 // the change up on their next key refresh (30s) or on SIGHUP.
 func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("keys rotate", "--config actas.yaml [--force]", stderr)
-	cfgPath := fs.String("config", "", "operator config file (required)")
-	force := fs.Bool("force", false, "rotate even if the next key was published less than 2 minutes ago")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *cfgPath == "" || fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
-	}
-	cfg, err := loadConfig(*cfgPath)
+	var force *bool
+	cfg, cfgPath, err := configFlag("keys rotate", "--config actas.yaml [--force]", args, stderr, func(fs *flag.FlagSet) {
+		force = fs.Bool("force", false, "rotate even if the next key was published less than 2 minutes ago")
+	})
 	if err != nil {
 		return err
 	}
-	pol, _, err := loadPolicy(*cfgPath, cfg)
+	pol, _, err := loadPolicy(cfgPath, cfg)
 	if err != nil {
 		return err
 	}

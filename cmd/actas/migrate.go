@@ -11,16 +11,7 @@ import (
 )
 
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("migrate", "--config actas.yaml", stderr)
-	cfgPath := fs.String("config", "", "operator config file (required)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *cfgPath == "" || fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
-	}
-	cfg, err := loadConfig(*cfgPath)
+	cfg, _, err := configFlag("migrate", "--config actas.yaml", args, stderr, nil)
 	if err != nil {
 		return err
 	}

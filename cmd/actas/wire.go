@@ -103,22 +103,28 @@ func loadPolicy(cfgPath string, cfg *config.Config) (*policy.Policy, string, err
 	return pol, p, nil
 }
 
-// configStore parses the one required --config flag of a storage command
-// and opens the configured store.
-func configStore(ctx context.Context, name, synopsis string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*sqlstore.Store, broker.Secrets, error) {
+// configFlag parses a command's flags, of which --config is required, and
+// loads the config; extra adds the command's own flags.
+func configFlag(name, synopsis string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*config.Config, string, error) {
 	fs := newFlags(name, synopsis, stderr)
 	cfgPath := fs.String("config", "", "operator config file (required)")
 	if extra != nil {
 		extra(fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
-		return nil, broker.Secrets{}, err
+		return nil, "", err
 	}
 	if *cfgPath == "" || fs.NArg() > 0 {
 		fs.Usage()
-		return nil, broker.Secrets{}, errUsage
+		return nil, "", errUsage
 	}
 	cfg, err := loadConfig(*cfgPath)
+	return cfg, *cfgPath, err
+}
+
+// configStore is configFlag, then the configured store.
+func configStore(ctx context.Context, name, synopsis string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*sqlstore.Store, broker.Secrets, error) {
+	cfg, _, err := configFlag(name, synopsis, args, stderr, extra)
 	if err != nil {
 		return nil, broker.Secrets{}, err
 	}
