@@ -120,7 +120,7 @@ func New(ctx context.Context, c Config) (*Server, error) {
 		cfg: c.Operator, store: c.Store, secrets: c.Secrets, log: c.Logger, now: c.Now, skew: c.ClockSkew,
 		clients: map[string]*client{}, audiences: map[string]bool{}, customers: map[string]*customerIssuer{},
 		registry: c.Registry, inputs: boundcache.New[string, inputs](65536),
-		hooks:      &http.Client{Timeout: 15 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		hooks:      webhookClient(c.Operator.Notifications.AllowLoopbackWebhooks),
 		seenAdmins: boundcache.New[string, time.Time](16384),
 	}
 	s.policy.Store(c.Policy)

@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	mail "github.com/wneessen/go-mail"
@@ -229,5 +231,34 @@ func (s *Server) maybeRetain(ctx context.Context) {
 	}
 	if res != (storage.PruneResult{}) {
 		s.log.Info("retention applied", "audit_events", res.AuditEvents, "engineer_records", res.Engineers, "archived_grants", res.Archived)
+	}
+}
+
+// webhookClient dials only public addresses (and loopback when allowed):
+// the check runs on the resolved address at connect time, so a tenant's
+// webhook URL cannot reach the operator's private network, whatever its
+// DNS says.
+func webhookClient(allowLoopback bool) *http.Client {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			return err
+		}
+		ip := net.ParseIP(host)
+		switch {
+		case ip == nil:
+			return fmt.Errorf("webhook: unresolved address %q", address)
+		case ip.IsLoopback() && allowLoopback:
+			return nil
+		case ip.IsLoopback(), ip.IsPrivate(), ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast(),
+			ip.IsUnspecified(), ip.IsMulticast(), ip.IsInterfaceLocalMulticast():
+			return fmt.Errorf("webhook: refusing to connect to non-public address %s", ip)
+		}
+		return nil
+	}}
+	return &http.Client{
+		Timeout:       15 * time.Second,
+		Transport:     &http.Transport{DialContext: dialer.DialContext, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConns: 4},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }

@@ -47,6 +47,9 @@ type Retention struct {
 type Notifications struct {
 	SMTP             SMTP   `yaml:"smtp"`
 	WebhookSecretEnv string `yaml:"webhook_secret_env"`
+	// AllowLoopbackWebhooks lets webhooks reach loopback addresses (dev
+	// and tests). Private and link-local addresses are always refused.
+	AllowLoopbackWebhooks bool `yaml:"allow_loopback_webhooks"`
 
 	// WebhookSecret is resolved from WebhookSecretEnv by Load.
 	WebhookSecret string `yaml:"-"`

@@ -113,7 +113,7 @@ func TestNotifications(t *testing.T) {
 	cfg := writeConfig(t, dir, listen, "sqlite://"+filepath.Join(dir, "actas.db"), cust, sup, testPolicy)
 	host, port, _ := net.SplitHostPort(mb.addr)
 	f, _ := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
-	f.WriteString("notifications:\n  smtp: {host: " + host + ", port: " + port + ", from: actas@support.example, tls: none}\n  webhook_secret_env: ACTAS_WEBHOOK_SECRET\n")
+	f.WriteString("notifications:\n  smtp: {host: " + host + ", port: " + port + ", from: actas@support.example, tls: none}\n  webhook_secret_env: ACTAS_WEBHOOK_SECRET\n  allow_loopback_webhooks: true\n")
 	f.Close()
 	fx := &fixture{server: startServer(t, cfg, listen, "ACTAS_WEBHOOK_SECRET="+webhookSecret), cust: cust, sup: sup}
 
