@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -66,6 +67,13 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 	switch kind {
 	case "sqlite":
 		s.f = flavorSQLite
+		// Create the file owner-only: it holds personal data and sealed
+		// keys, and SQLite gives its WAL and shm files the same mode.
+		f, err := os.OpenFile(dsn, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("sqlstore: %w", err)
+		}
+		f.Close()
 		base := "file:" + (&url.URL{Path: dsn}).EscapedPath() +
 			"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)"
 		w, err := sqlx.Open("sqlite", base+"&_txlock=immediate")
