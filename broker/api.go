@@ -634,11 +634,11 @@ func (s *Server) openCursor(tenant, c string) (int64, bool) {
 }
 
 type notificationsJSON struct {
-	Emails     []string   `json:"emails"`
-	WebhookURL string     `json:"webhook_url"`
-	Kinds      []string   `json:"kinds"`
-	ChangedBy  string     `json:"changed_by,omitempty"`
-	ChangedAt  *time.Time `json:"changed_at,omitempty"`
+	Emails     []string            `json:"emails"`
+	WebhookURL string              `json:"webhook_url"`
+	Kinds      map[string][]string `json:"kinds"` // "admins", "emails", "webhook" -> kinds
+	ChangedBy  string              `json:"changed_by,omitempty"`
+	ChangedAt  *time.Time          `json:"changed_at,omitempty"`
 }
 
 func (s *Server) getNotifications(w http.ResponseWriter, r *http.Request, cu *customer) {
@@ -659,8 +659,9 @@ func (s *Server) getNotifications(w http.ResponseWriter, r *http.Request, cu *cu
 	writeJSON(w, http.StatusOK, out)
 }
 
-// putNotifications sets which kinds the tenant's admins and extra
-// addresses receive, and the webhook. Toggles always reach every admin.
+// putNotifications sets the tenant's extra addresses and webhook, and
+// which kinds each group (admins, emails, webhook) receives. Toggles always
+// reach every admin.
 func (s *Server) putNotifications(w http.ResponseWriter, r *http.Request, cu *customer) {
 	if !cu.Admin {
 		writeAPIError(w, apiErr(http.StatusForbidden, "forbidden", "only tenant admins may change notification settings"))
@@ -689,15 +690,25 @@ func (s *Server) putNotifications(w http.ResponseWriter, r *http.Request, cu *cu
 			return
 		}
 	}
-	kinds := []string{storage.NotifyToggle}
-	for _, k := range body.Kinds {
-		if !slices.Contains(storage.NotifyKinds, k) {
-			unproc(fmt.Sprintf("unknown kind %q (kinds: %s)", k, strings.Join(storage.NotifyKinds, ", ")))
+	kinds := map[string][]string{}
+	for group, list := range body.Kinds {
+		if group != storage.ToAdmins && group != storage.ToEmails && group != storage.ToWebhook {
+			unproc(fmt.Sprintf("unknown recipient group %q (admins, emails, webhook)", group))
 			return
 		}
-		if !slices.Contains(kinds, k) {
-			kinds = append(kinds, k)
+		kinds[group] = []string{}
+		for _, k := range list {
+			if !slices.Contains(storage.NotifyKinds, k) {
+				unproc(fmt.Sprintf("unknown kind %q (kinds: %s)", k, strings.Join(storage.NotifyKinds, ", ")))
+				return
+			}
+			if !slices.Contains(kinds[group], k) {
+				kinds[group] = append(kinds[group], k)
+			}
 		}
+	}
+	if !slices.Contains(kinds[storage.ToAdmins], storage.NotifyToggle) {
+		kinds[storage.ToAdmins] = append([]string{storage.NotifyToggle}, kinds[storage.ToAdmins]...) // always
 	}
 	n := storage.NotificationSettings{TenantID: cu.Tenant, Emails: nonNil(body.Emails), WebhookURL: body.WebhookURL, Kinds: kinds,
 		ChangedBy: cu.Sub, ChangedAt: s.now().UTC()}

@@ -143,16 +143,19 @@ func TestNotifications(t *testing.T) {
 
 	// Webhook for grant creation; the receiver is down, then actas
 	// restarts, then the receiver comes back: delivered exactly once.
+	kinds := map[string]any{"admins": []string{"grant_created"}, "webhook": []string{"grant_created"}}
 	if r := fx.api(t, "PUT", "/api/v1/tenants/acme/notifications", ada, map[string]any{
-		"webhook_url": receiver.URL + "/actas", "kinds": []string{"grant_created"}}); r.status != 200 {
+		"webhook_url": receiver.URL + "/actas", "kinds": kinds}); r.status != 200 {
 		t.Fatalf("settings: %d %s", r.status, r.raw)
 	}
-	if r := fx.api(t, "PUT", "/api/v1/tenants/acme/notifications", ada, map[string]any{"kinds": []string{"everything"}}); r.status != 422 {
-		t.Fatalf("unknown kind: %d", r.status)
+	for _, bad := range []map[string]any{{"admins": []string{"everything"}}, {"pagers": []string{"toggle"}}} {
+		if r := fx.api(t, "PUT", "/api/v1/tenants/acme/notifications", ada, map[string]any{"kinds": bad}); r.status != 422 {
+			t.Fatalf("bad kinds %v: %d", bad, r.status)
+		}
 	}
-	if r := fx.api(t, "PUT", "/api/v1/tenants/acme/notifications", bob, map[string]any{
-		"webhook_url": receiver.URL + "/actas", "kinds": []string{"grant_created"}}); r.status != 200 {
-		t.Fatalf("settings: %d", r.status)
+	r := fx.api(t, "GET", "/api/v1/tenants/acme/notifications", bob, nil)
+	if got := r.body["kinds"].(map[string]any); r.status != 200 || len(got["admins"].([]any)) != 2 || got["admins"].([]any)[0] != "toggle" {
+		t.Fatalf("settings read back: %s", r.raw)
 	}
 	id, _ := fx.grant(t, "acme", ada, map[string]any{"role": "monitor", "environments": []string{"sandbox"}})
 	time.Sleep(1500 * time.Millisecond) // a failed attempt or two against the down receiver

@@ -178,8 +178,18 @@ const (
 // NotifyKinds lists every kind, for validation.
 var NotifyKinds = []string{NotifyToggle, NotifyLockout, NotifyGrantCreated, NotifyGrantRedeemed, NotifyGrantTerminated, NotifyGrantExpired}
 
-// DefaultNotifyKinds are sent to admins when a tenant has set nothing.
-var DefaultNotifyKinds = []string{NotifyToggle, NotifyLockout}
+// Recipient groups of notifications.
+const (
+	ToAdmins  = "admins"  // every tenant admin actas has seen
+	ToEmails  = "emails"  // the tenant's extra addresses
+	ToWebhook = "webhook" // the tenant's webhook
+)
+
+// DefaultNotifyKinds is what each group receives when a tenant has set
+// nothing. Toggles always reach every admin, whatever the settings.
+func DefaultNotifyKinds() map[string][]string {
+	return map[string][]string{ToAdmins: {NotifyToggle, NotifyLockout}, ToEmails: {NotifyToggle, NotifyLockout}, ToWebhook: {NotifyToggle, NotifyLockout}}
+}
 
 // NotifyKind maps an audit event to the notification it triggers, or "".
 func NotifyKind(ev *AuditEvent) string {
@@ -208,7 +218,7 @@ type NotificationSettings struct {
 	TenantID   string
 	Emails     []string
 	WebhookURL string
-	Kinds      []string
+	Kinds      map[string][]string // recipient group -> kinds
 	ChangedBy  string
 	ChangedAt  time.Time
 }

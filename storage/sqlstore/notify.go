@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 
 // NotificationSettings returns a tenant's settings, or the defaults.
 func (s *Store) NotificationSettings(ctx context.Context, tenantID string) (storage.NotificationSettings, error) {
-	n := storage.NotificationSettings{TenantID: tenantID, Emails: []string{}, Kinds: storage.DefaultNotifyKinds}
+	n := storage.NotificationSettings{TenantID: tenantID, Emails: []string{}, Kinds: storage.DefaultNotifyKinds()}
 	var emails, kinds string
 	var at int64
 	err := s.read.QueryRowxContext(ctx, s.read.Rebind(`SELECT emails, webhook_url, kinds, changed_by, changed_at FROM notification_settings WHERE tenant_id = ?`),
@@ -29,7 +30,7 @@ func (s *Store) NotificationSettings(ctx context.Context, tenantID string) (stor
 	if n.Emails, err = parseList(emails); err != nil {
 		return n, err
 	}
-	if n.Kinds, err = parseList(kinds); err != nil {
+	if n.Kinds, err = parseKinds(kinds); err != nil {
 		return n, err
 	}
 	n.ChangedAt = fromMicro(at)
@@ -42,7 +43,7 @@ func (s *Store) SetNotificationSettings(ctx context.Context, n storage.Notificat
 		if _, err := s.exec(ctx, tx, `INSERT INTO notification_settings (tenant_id, emails, webhook_url, kinds, changed_by, changed_at)
 			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET emails = excluded.emails, webhook_url = excluded.webhook_url,
 			kinds = excluded.kinds, changed_by = excluded.changed_by, changed_at = excluded.changed_at`,
-			n.TenantID, jsonList(n.Emails), n.WebhookURL, jsonList(n.Kinds), n.ChangedBy, micro(n.ChangedAt)); err != nil {
+			n.TenantID, jsonList(n.Emails), n.WebhookURL, kindsJSON(n.Kinds), n.ChangedBy, micro(n.ChangedAt)); err != nil {
 			return err
 		}
 		return s.insertAudit(ctx, tx, ev)
@@ -66,7 +67,7 @@ func (s *Store) enqueue(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent
 	if kind == "" || ev.TenantID == "" {
 		return nil
 	}
-	n := storage.NotificationSettings{Kinds: storage.DefaultNotifyKinds}
+	n := storage.NotificationSettings{Kinds: storage.DefaultNotifyKinds()}
 	var emails, kinds string
 	err := s.queryRow(ctx, tx, `SELECT emails, webhook_url, kinds FROM notification_settings WHERE tenant_id = ?`, ev.TenantID).Scan(&emails, &n.WebhookURL, &kinds)
 	switch {
@@ -74,18 +75,24 @@ func (s *Store) enqueue(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent
 		if n.Emails, err = parseList(emails); err != nil {
 			return err
 		}
-		if n.Kinds, err = parseList(kinds); err != nil {
+		if n.Kinds, err = parseKinds(kinds); err != nil {
 			return err
 		}
 	case !errors.Is(err, sql.ErrNoRows):
 		return s.mapErr(err)
 	}
-	if kind != storage.NotifyToggle && !slices.Contains(n.Kinds, kind) {
-		return nil
-	}
+	wants := func(group string) bool { return slices.Contains(n.Kinds[group], kind) }
 	var admins []string
-	if err := tx.SelectContext(ctx, &admins, tx.Rebind(`SELECT email FROM tenant_admins WHERE tenant_id = ? ORDER BY email`), ev.TenantID); err != nil {
-		return s.mapErr(err)
+	if kind == storage.NotifyToggle || wants(storage.ToAdmins) {
+		if err := tx.SelectContext(ctx, &admins, tx.Rebind(`SELECT email FROM tenant_admins WHERE tenant_id = ? ORDER BY email`), ev.TenantID); err != nil {
+			return s.mapErr(err)
+		}
+	}
+	if !wants(storage.ToEmails) {
+		n.Emails = nil
+	}
+	if !wants(storage.ToWebhook) {
+		n.WebhookURL = ""
 	}
 	payload, _ := json.Marshal(map[string]any{
 		"kind": kind, "tenant": ev.TenantID, "event_id": eventID, "seq": ev.Seq, "time": ev.Time.UTC(),
@@ -195,4 +202,17 @@ func (s *Store) RecordExpiries(ctx context.Context, now time.Time, limit int, ev
 		return nil
 	})
 	return n, err
+}
+
+func kindsJSON(k map[string][]string) string {
+	b, _ := json.Marshal(k)
+	return string(b)
+}
+
+func parseKinds(s string) (map[string][]string, error) {
+	var k map[string][]string
+	if err := json.Unmarshal([]byte(s), &k); err != nil {
+		return nil, fmt.Errorf("%w: corrupt notification kinds: %v", storage.ErrUnavailable, err)
+	}
+	return k, nil
 }

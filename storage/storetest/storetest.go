@@ -672,7 +672,8 @@ func testOutbox(t *testing.T, s storage.Store) {
 		t.Fatalf("outbox = %v", dests)
 	}
 	n := storage.NotificationSettings{TenantID: "acme", Emails: []string{"sec@acme.example"}, WebhookURL: "https://hooks.acme.example/actas",
-		Kinds: []string{storage.NotifyGrantCreated}, ChangedBy: "ada", ChangedAt: t0}
+		Kinds: map[string][]string{storage.ToAdmins: {storage.NotifyGrantCreated}, storage.ToEmails: {storage.NotifyGrantCreated},
+			storage.ToWebhook: {storage.NotifyGrantCreated, storage.NotifyGrantExpired}}, ChangedBy: "ada", ChangedAt: t0}
 	if err := s.SetNotificationSettings(ctx, n, ev("acme", "notifications.update")); err != nil {
 		t.Fatal(err)
 	}
@@ -680,6 +681,14 @@ func testOutbox(t *testing.T, s storage.Store) {
 	if fmt.Sprint(got.Emails, got.Kinds, got.WebhookURL) != fmt.Sprint(n.Emails, n.Kinds, n.WebhookURL) {
 		t.Fatalf("settings round trip: %+v", got)
 	}
+	// Only the webhook asked for expiries.
+	n2 := n
+	n2.Kinds = map[string][]string{storage.ToWebhook: {storage.NotifyGrantCreated}}
+	s.SetNotificationSettings(ctx, n2, ev("acme", "notifications.update"))
+	if got, _ := s.NotificationSettings(ctx, "acme"); len(got.Kinds[storage.ToAdmins]) != 0 {
+		t.Fatalf("settings round trip: %+v", got)
+	}
+	s.SetNotificationSettings(ctx, n, ev("acme", "notifications.update"))
 	mustCreate(t, s, newGrant("acme", "333444"))
 	// Two replicas claim at once: each message goes to exactly one.
 	var wg sync.WaitGroup
