@@ -19,6 +19,7 @@ import (
 
 	mail "github.com/wneessen/go-mail"
 
+	"github.com/actas/actas/claims"
 	"github.com/actas/actas/storage"
 )
 
@@ -214,12 +215,13 @@ func (s *Server) maybeRetain(ctx context.Context) {
 		return
 	}
 	s.lastRetention = now
-	if err := s.store.Checkpoint(ctx, now); err != nil {
+	sign := s.keys.Load().SignPayload
+	if err := s.store.Checkpoint(ctx, now, sign); err != nil {
 		s.log.Warn("audit checkpoint", "err", err)
 		return
 	}
 	r := s.cfg.Retention
-	p := storage.PruneParams{Now: now,
+	p := storage.PruneParams{Now: now, Sign: sign,
 		EngineersBefore: now.Add(-r.EngineerRecords.Std()), ArchiveBefore: now.Add(-r.ArchiveGrantsAfter.Std())}
 	if r.AuditEvents > 0 {
 		p.AuditBefore = now.Add(-r.AuditEvents.Std())
@@ -261,4 +263,40 @@ func webhookClient(allowLoopback bool) *http.Client {
 		Transport:     &http.Transport{DialContext: dialer.DialContext, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConns: 4},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+// CheckpointVerifier checks checkpoint signatures against every public
+// key ever stored (retired keys included), for `actas audit verify`.
+func CheckpointVerifier(ctx context.Context, st interface {
+	PublicKeys(context.Context) (map[string][]byte, error)
+}) (func(storage.Checkpoint) error, error) {
+	pubs, err := st.PublicKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var keys []*claims.Key
+	for _, jwk := range pubs {
+		k, err := claims.ParsePublic(jwk)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	ks, err := claims.NewKeySet(nil, keys)
+	if err != nil {
+		return nil, err
+	}
+	return func(c storage.Checkpoint) error {
+		if c.Signature == "" {
+			return errors.New("the checkpoint is not signed")
+		}
+		payload, err := ks.VerifyPayload(c.Signature)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(payload, storage.CheckpointPayload(c.Hash)) {
+			return errors.New("the signature is for another checkpoint")
+		}
+		return nil
+	}, nil
 }

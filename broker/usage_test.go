@@ -42,7 +42,7 @@ func TestIntrospectionAudit(t *testing.T) {
 	if d["summary"] != true || d["count"].(float64) != 5 || d["act"] != "alice" {
 		t.Fatalf("summary: %v", d)
 	}
-	if n, err := storage.VerifyAudit(context.Background(), e.store, e.srv.secrets.AuditKey()); err != nil || n == 0 {
+	if n, err := storage.VerifyAudit(context.Background(), e.store, e.srv.secrets.AuditKey(), nil); err != nil || n == 0 {
 		t.Fatalf("chain: %d %v", n, err)
 	}
 }
@@ -69,7 +69,23 @@ func TestMaintenanceCheckpointsAndRetention(t *testing.T) {
 	if g, _ := e.store.Grants(context.Background(), storage.GrantFilter{TenantID: "acme", Status: "all", Now: clock}); len(g) != 0 {
 		t.Fatalf("grants ended 100 days ago were not archived: %d", len(g))
 	}
-	if _, err := storage.VerifyAudit(context.Background(), e.store, e.srv.secrets.AuditKey()); err != nil {
+	checkSig, err := CheckpointVerifier(context.Background(), e.store)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := storage.VerifyAudit(context.Background(), e.store, e.srv.secrets.AuditKey(), checkSig); err != nil {
+		t.Fatal(err)
+	}
+	// A signature from another key (or none) is refused.
+	cps, _, _ = e.store.AuditCheckpoints(context.Background())
+	forged := cps[0]
+	forged.Signature = ""
+	if checkSig(forged) == nil {
+		t.Fatal("an unsigned checkpoint passed")
+	}
+	forged.Hash = append([]byte(nil), cps[1].Hash...)
+	forged.Signature = cps[0].Signature
+	if checkSig(forged) == nil {
+		t.Fatal("a signature was accepted for another checkpoint")
 	}
 }

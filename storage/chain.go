@@ -105,6 +105,12 @@ func CheckpointHash(key []byte, at time.Time, body, prev []byte) []byte {
 	return m.Sum(nil)
 }
 
+// CheckpointPayload is what a checkpoint's signature covers.
+func CheckpointPayload(hash []byte) []byte {
+	b, _ := json.Marshal(map[string]string{"checkpoint": hex.EncodeToString(hash)})
+	return b
+}
+
 // AuditReader is what VerifyAudit reads.
 type AuditReader interface {
 	AuditHeads(ctx context.Context) ([]AuditHead, error)
@@ -121,7 +127,7 @@ type sealedHead struct {
 // verifyCheckpoints checks the checkpoint chain and returns, per tenant,
 // the sealed anchor (from the latest checkpoint naming one) and the
 // highest sealed head.
-func verifyCheckpoints(cps []Checkpoint, key []byte) (map[string]sealedHead, map[string]sealedHead, error) {
+func verifyCheckpoints(cps []Checkpoint, key []byte, checkSig func(Checkpoint) error) (map[string]sealedHead, map[string]sealedHead, error) {
 	anchors, heads := map[string]sealedHead{}, map[string]sealedHead{}
 	prev := GenesisHash
 	for _, c := range cps {
@@ -133,6 +139,11 @@ func verifyCheckpoints(cps []Checkpoint, key []byte) (map[string]sealedHead, map
 		}
 		if !hmac.Equal(c.Hash, CheckpointHash(key, c.At, c.Body, c.PrevHash)) {
 			return nil, nil, fail("seal does not match: the checkpoint was edited")
+		}
+		if checkSig != nil {
+			if err := checkSig(c); err != nil {
+				return nil, nil, fail("signature does not verify: " + err.Error())
+			}
 		}
 		var body struct{ Heads, Anchors []sealedHead }
 		if err := json.Unmarshal(c.Body, &body); err != nil {
@@ -155,12 +166,14 @@ func verifyCheckpoints(cps []Checkpoint, key []byte) (map[string]sealedHead, map
 // from its sealed anchor (or the start), checks that every head a
 // checkpoint sealed is still there, and returns how many events it checked
 // and the first *ChainError, if any.
-func VerifyAudit(ctx context.Context, r AuditReader, key []byte) (int, error) {
+//
+// checkSig, if set, also checks each checkpoint's signature.
+func VerifyAudit(ctx context.Context, r AuditReader, key []byte, checkSig func(Checkpoint) error) (int, error) {
 	cps, anchorRows, err := r.AuditCheckpoints(ctx)
 	if err != nil {
 		return 0, err
 	}
-	sealedAnchors, sealedHeads, err := verifyCheckpoints(cps, key)
+	sealedAnchors, sealedHeads, err := verifyCheckpoints(cps, key, checkSig)
 	if err != nil {
 		return 0, err
 	}

@@ -235,18 +235,23 @@ type OutboxMessage struct {
 	CreatedAt   time.Time
 }
 
+// Signer signs a payload as a compact JWS.
+type Signer func(payload []byte) (string, error)
+
 // Checkpoint is one link of the global chain over tenant heads.
 type Checkpoint struct {
-	ID       int64
-	At       time.Time
-	Body     []byte // JSON: {"heads": [...], "anchors": [...]}
-	PrevHash []byte
-	Hash     []byte
+	ID        int64
+	At        time.Time
+	Body      []byte // JSON: {"heads": [...], "anchors": [...]}
+	PrevHash  []byte
+	Hash      []byte
+	Signature string // compact JWS over {"checkpoint": hex(Hash)}; "" if unsigned
 }
 
 // PruneParams say what retention removes.
 type PruneParams struct {
 	Now             time.Time
+	Sign            Signer // signs the checkpoint written before pruning
 	AuditBefore     time.Time
 	EngineersBefore time.Time
 	ArchiveBefore   time.Time
@@ -392,6 +397,9 @@ type Store interface {
 
 	// SigningKeys returns every stored key that is not retired.
 	SigningKeys(ctx context.Context) ([]SigningKey, error)
+	// PublicKeys returns the public JWK of every key ever stored, retired
+	// ones included, by kid: old checkpoints stay verifiable.
+	PublicKeys(ctx context.Context) (map[string][]byte, error)
 	// AddSigningKey stores a key; ErrAlreadyExists if a key of the same
 	// state "current" exists and k is current too.
 	AddSigningKey(ctx context.Context, k SigningKey, ev AuditEvent) error
@@ -423,8 +431,9 @@ type Store interface {
 	RecordExpiries(ctx context.Context, now time.Time, limit int, ev AuditEvent) (int, error)
 
 	// Checkpoint seals every tenant's chain head into the next link of the
-	// global checkpoint chain.
-	Checkpoint(ctx context.Context, now time.Time) error
+	// global checkpoint chain; sign, if set, signs its hash for third
+	// parties.
+	Checkpoint(ctx context.Context, now time.Time, sign Signer) error
 	// AuditCheckpoints returns the checkpoint chain, oldest first, and the
 	// prune anchors.
 	AuditCheckpoints(ctx context.Context) ([]Checkpoint, []AuditHead, error)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/actas/actas/broker"
 	"github.com/actas/actas/storage"
 )
 
@@ -70,7 +71,11 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer st.Close()
-	n, err := storage.VerifyAudit(ctx, st, secrets.AuditKey())
+	checkSig, err := broker.CheckpointVerifier(ctx, st)
+	if err != nil {
+		return err
+	}
+	n, err := storage.VerifyAudit(ctx, st, secrets.AuditKey(), checkSig)
 	var ce *storage.ChainError
 	if errors.As(err, &ce) {
 		fmt.Fprintf(stdout, "FAIL after %d good events: %v\n", n, ce)

@@ -205,6 +205,9 @@ var migrations = []migration{
 			archived_at BIGINT NOT NULL
 		)`,
 	}},
+	{10, "checkpoints signed with the token-signing key", []string{
+		`ALTER TABLE audit_checkpoints ADD COLUMN signature TEXT NOT NULL DEFAULT ''`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -20,7 +21,7 @@ type headJSON struct {
 }
 
 // writeCheckpoint appends a checkpoint of all heads (and anchors) in tx.
-func (s *Store) writeCheckpoint(ctx context.Context, tx *sqlx.Tx, now time.Time, anchors []headJSON) error {
+func (s *Store) writeCheckpoint(ctx context.Context, tx *sqlx.Tx, now time.Time, anchors []headJSON, sign storage.Signer) error {
 	var heads []headJSON
 	rows, err := tx.QueryxContext(ctx, `SELECT tenant_id, seq, hash FROM audit_heads ORDER BY tenant_id`)
 	if err != nil {
@@ -47,20 +48,45 @@ func (s *Store) writeCheckpoint(ctx context.Context, tx *sqlx.Tx, now time.Time,
 		return s.mapErr(err)
 	}
 	now = time.UnixMicro(now.UnixMicro()).UTC()
-	_, err = s.exec(ctx, tx, `INSERT INTO audit_checkpoints (at, body, prev_hash, hash) VALUES (?, ?, ?, ?)`,
-		micro(now), string(body), prev, storage.CheckpointHash(s.auditKey, now, body, prev))
+	hash := storage.CheckpointHash(s.auditKey, now, body, prev)
+	sig := ""
+	if sign != nil {
+		if sig, err = sign(storage.CheckpointPayload(hash)); err != nil {
+			return fmt.Errorf("signing checkpoint: %w", err)
+		}
+	}
+	_, err = s.exec(ctx, tx, `INSERT INTO audit_checkpoints (at, body, prev_hash, hash, signature) VALUES (?, ?, ?, ?, ?)`,
+		micro(now), string(body), prev, hash, sig)
 	return err
 }
 
 // Checkpoint seals the current heads.
-func (s *Store) Checkpoint(ctx context.Context, now time.Time) error {
-	return s.tx(ctx, func(tx *sqlx.Tx) error { return s.writeCheckpoint(ctx, tx, now, nil) })
+func (s *Store) Checkpoint(ctx context.Context, now time.Time, sign storage.Signer) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error { return s.writeCheckpoint(ctx, tx, now, nil, sign) })
+}
+
+// PublicKeys returns every stored key's public JWK, retired ones included.
+func (s *Store) PublicKeys(ctx context.Context) (map[string][]byte, error) {
+	rows, err := s.read.QueryxContext(ctx, `SELECT id, public_jwk FROM signing_keys`)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var id, jwk string
+		if err := rows.Scan(&id, &jwk); err != nil {
+			return nil, s.mapErr(err)
+		}
+		out[id] = []byte(jwk)
+	}
+	return out, s.mapErr(rows.Err())
 }
 
 // AuditCheckpoints returns the checkpoint chain and the prune anchors.
 func (s *Store) AuditCheckpoints(ctx context.Context) ([]storage.Checkpoint, []storage.AuditHead, error) {
 	var cps []storage.Checkpoint
-	rows, err := s.read.QueryxContext(ctx, `SELECT id, at, body, prev_hash, hash FROM audit_checkpoints ORDER BY id`)
+	rows, err := s.read.QueryxContext(ctx, `SELECT id, at, body, prev_hash, hash, signature FROM audit_checkpoints ORDER BY id`)
 	if err != nil {
 		return nil, nil, s.mapErr(err)
 	}
@@ -68,7 +94,7 @@ func (s *Store) AuditCheckpoints(ctx context.Context) ([]storage.Checkpoint, []s
 		var c storage.Checkpoint
 		var at int64
 		var body string
-		if err := rows.Scan(&c.ID, &at, &body, &c.PrevHash, &c.Hash); err != nil {
+		if err := rows.Scan(&c.ID, &at, &body, &c.PrevHash, &c.Hash, &c.Signature); err != nil {
 			rows.Close()
 			return nil, nil, s.mapErr(err)
 		}
@@ -116,7 +142,7 @@ func (s *Store) Prune(ctx context.Context, p storage.PruneParams) (storage.Prune
 			}
 			if len(anchors) > 0 {
 				// Seal the anchors first: the chain stays verifiable from them.
-				if err := s.writeCheckpoint(ctx, tx, p.Now, anchors); err != nil {
+				if err := s.writeCheckpoint(ctx, tx, p.Now, anchors, p.Sign); err != nil {
 					return err
 				}
 				for _, a := range anchors {

@@ -95,7 +95,7 @@ func runTamper(t *testing.T, open rawOpener) {
 		t.Run(tc.name, func(t *testing.T) {
 			s, db := open(t)
 			fill(t, s)
-			if n, err := storage.VerifyAudit(context.Background(), s, testAuditKey); err != nil || n != 10 {
+			if n, err := storage.VerifyAudit(context.Background(), s, testAuditKey, nil); err != nil || n != 10 {
 				t.Fatalf("untouched chain: %d %v", n, err)
 			}
 			for _, q := range tc.tamper {
@@ -103,7 +103,7 @@ func runTamper(t *testing.T, open rawOpener) {
 					t.Fatal(err)
 				}
 			}
-			_, err := storage.VerifyAudit(context.Background(), s, testAuditKey)
+			_, err := storage.VerifyAudit(context.Background(), s, testAuditKey, nil)
 			var ce *storage.ChainError
 			if !errors.As(err, &ce) {
 				t.Fatalf("tampering not detected: %v", err)
@@ -150,7 +150,7 @@ func runRetention(t *testing.T, open rawOpener) {
 				}
 			}
 		}
-		if err := s.Checkpoint(ctx, t0.Add(10*time.Minute)); err != nil {
+		if err := s.Checkpoint(ctx, t0.Add(10*time.Minute), nil); err != nil {
 			t.Fatal(err)
 		}
 		r, err := s.Prune(ctx, storage.PruneParams{Now: t0.Add(time.Hour), AuditBefore: t0.Add(3 * time.Minute)})
@@ -161,13 +161,13 @@ func runRetention(t *testing.T, open rawOpener) {
 	}
 	t.Run("ok/verifies after pruning", func(t *testing.T) {
 		s, _ := prunedStore(t)
-		n, err := storage.VerifyAudit(ctx, s, testAuditKey)
+		n, err := storage.VerifyAudit(ctx, s, testAuditKey, nil)
 		if err != nil || n != 6 {
 			t.Fatalf("after pruning: %d %v", n, err)
 		}
 		// appending after a prune continues the same chain
 		s.AppendAudit(ctx, storage.AuditEvent{Time: t0.Add(2 * time.Hour), TenantID: "acme", ActorType: storage.ActorSystem, ActorID: "x", Action: "a.b", Outcome: "success"})
-		if n, err := storage.VerifyAudit(ctx, s, testAuditKey); err != nil || n != 7 {
+		if n, err := storage.VerifyAudit(ctx, s, testAuditKey, nil); err != nil || n != 7 {
 			t.Fatalf("after pruning and appending: %d %v", n, err)
 		}
 	})
@@ -190,7 +190,7 @@ func runRetention(t *testing.T, open rawOpener) {
 					t.Fatal(err)
 				}
 			}
-			_, err := storage.VerifyAudit(ctx, s, testAuditKey)
+			_, err := storage.VerifyAudit(ctx, s, testAuditKey, nil)
 			var ce *storage.ChainError
 			if !errors.As(err, &ce) || !strings.Contains(ce.Reason, tc.reason) {
 				t.Fatalf("got %v, want a ChainError mentioning %q", err, tc.reason)

@@ -641,14 +641,14 @@ func testChainConcurrency(t *testing.T, s storage.Store, key []byte) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	n, err := storage.VerifyAudit(ctx, s, key)
+	n, err := storage.VerifyAudit(ctx, s, key, nil)
 	if err != nil {
 		t.Fatalf("chain after concurrent writers: %v", err)
 	}
 	if want := 1 + 16*10 + 16; n != want {
 		t.Fatalf("verified %d events, want %d", n, want)
 	}
-	if _, err := storage.VerifyAudit(ctx, s, []byte("another key, another key, another")); err == nil {
+	if _, err := storage.VerifyAudit(ctx, s, []byte("another key, another key, another"), nil); err == nil {
 		t.Fatal("the chain verified under a different key")
 	}
 }
