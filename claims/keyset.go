@@ -56,8 +56,7 @@ func NewKeySet(signing *Key, published []*Key) (*KeySet, error) {
 		if _, ok := ks.byID[signing.ID]; !ok {
 			return nil, errors.New("claims: signing key is not published")
 		}
-		opts := (&jose.SignerOptions{}).WithType(TokenType).WithHeader(jose.HeaderKey("kid"), signing.ID)
-		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(signing.Algorithm), Key: signing.Private}, opts)
+		s, err := newSigner(signing, TokenType)
 		if err != nil {
 			return nil, fmt.Errorf("claims: signer: %w", err)
 		}
@@ -80,8 +79,7 @@ func (ks *KeySet) SignPayload(payload []byte) (string, error) {
 	if ks.signing == nil {
 		return "", errors.New("claims: no signing key")
 	}
-	opts := (&jose.SignerOptions{}).WithType(CheckpointType).WithHeader(jose.HeaderKey("kid"), ks.signing.ID)
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(ks.signing.Algorithm), Key: ks.signing.Private}, opts)
+	signer, err := newSigner(ks.signing, CheckpointType)
 	if err != nil {
 		return "", err
 	}
@@ -95,15 +93,34 @@ func (ks *KeySet) SignPayload(payload []byte) (string, error) {
 // VerifyPayload checks a JWS made by SignPayload with this set's keys and
 // returns its payload.
 func (ks *KeySet) VerifyPayload(token string) ([]byte, error) {
+	return ks.verifyJWS(token, func(typ string) bool { return typ == CheckpointType })
+}
+
+// newSigner signs with k, naming its kid and typ in the header.
+func newSigner(k *Key, typ string) (jose.Signer, error) {
+	opts := (&jose.SignerOptions{}).WithType(jose.ContentType(typ)).WithHeader(jose.HeaderKey("kid"), k.ID)
+	return jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(k.Algorithm), Key: k.Private}, opts)
+}
+
+// verifyJWS is the one JWS check for everything this set verifies: the
+// algorithm allow-list, exactly one signature, an accepted typ, a known
+// kid whose algorithm matches the header, and the signature.
+func (ks *KeySet) verifyJWS(token string, typOK func(string) bool) ([]byte, error) {
 	if err := ks.checkAlg(token); err != nil {
 		return nil, err
 	}
 	jws, err := jose.ParseSignedCompact(token, ks.algs)
-	if err != nil || len(jws.Signatures) != 1 {
+	if err != nil {
+		if errors.Is(err, jose.ErrUnsupportedAlgorithm) {
+			return nil, ErrAlgorithm
+		}
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if len(jws.Signatures) != 1 {
 		return nil, ErrMalformed
 	}
 	h := jws.Signatures[0].Protected
-	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != CheckpointType {
+	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); !typOK(typ) {
 		return nil, ErrType
 	}
 	key, ok := ks.byID[h.KeyID]
@@ -246,33 +263,9 @@ func (ks *KeySet) Verify(token string, o VerifyOptions) (*Claims, error) {
 // verifySignature checks everything that depends only on the token's bytes
 // and this key set: algorithm, typ, kid, signature, required claims.
 func (ks *KeySet) verifySignature(token string) (*Claims, error) {
-	if err := ks.checkAlg(token); err != nil {
+	payload, err := ks.verifyJWS(token, func(typ string) bool { return typ == TokenType || typ == "application/"+TokenType })
+	if err != nil {
 		return nil, err
-	}
-	jws, err := jose.ParseSignedCompact(token, ks.algs)
-	if err != nil {
-		if errors.Is(err, jose.ErrUnsupportedAlgorithm) {
-			return nil, ErrAlgorithm
-		}
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if len(jws.Signatures) != 1 {
-		return nil, ErrMalformed
-	}
-	h := jws.Signatures[0].Protected
-	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != TokenType && typ != "application/"+TokenType {
-		return nil, ErrType
-	}
-	key, ok := ks.byID[h.KeyID]
-	if !ok {
-		return nil, ErrUnknownKey
-	}
-	if h.Algorithm != key.Algorithm {
-		return nil, ErrAlgorithm
-	}
-	payload, err := jws.Verify(key.Public.Key)
-	if err != nil {
-		return nil, ErrSignature
 	}
 	return decodeClaims(payload)
 }
