@@ -68,9 +68,6 @@ func (m *metrics) observe(r *http.Request, status int, d time.Duration) {
 	m.latency.WithLabelValues(route).Observe(d.Seconds())
 }
 
-// ReloadFailed counts a rejected policy reload.
-func (s *Server) ReloadFailed() { s.metrics.ReloadFailures.Inc() }
-
 func (s *Server) mountOps(r *mux.Router) {
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -9,7 +9,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -159,10 +158,4 @@ func newGCM(kek []byte) (cipher.AEAD, error) {
 		return nil, err
 	}
 	return cipher.NewGCM(block)
-}
-
-// Fingerprint is a short, stable identifier of a secret for logs.
-func Fingerprint(b []byte) string {
-	s := sha256.Sum256(b)
-	return base64.RawURLEncoding.EncodeToString(s[:6])
 }

@@ -173,14 +173,6 @@ func (ks *KeySet) SigningKeyID() string {
 	return ks.signing.ID
 }
 
-// Algorithm returns the signing algorithm.
-func (ks *KeySet) Algorithm() string {
-	if ks.signing == nil {
-		return ""
-	}
-	return ks.signing.Algorithm
-}
-
 // Algorithms returns the algorithms of the published keys.
 func (ks *KeySet) Algorithms() []string {
 	out := make([]string, len(ks.algs))

@@ -383,13 +383,6 @@ func parseList(s string) ([]string, error) {
 	return l, nil
 }
 
-func detailOrEmpty(b []byte) string {
-	if len(b) == 0 {
-		return "{}"
-	}
-	return string(b)
-}
-
 // insertAudit appends ev to its tenant's hash chain inside tx: the head
 // row is locked (PostgreSQL FOR UPDATE; SQLite has one writer), the event
 // is linked to it and the head advanced, all in the caller's transaction.
