@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/actas/actas/internal/strictyaml"
 )
 
@@ -482,12 +480,7 @@ func applyEnvStruct(v reflect.Value, prefix string, getenv func(string) string) 
 			holder := reflect.New(reflect.StructOf([]reflect.StructField{{
 				Name: "V", Type: f.Type, Tag: `yaml:"v"`,
 			}}))
-			doc, err := yaml.Marshal(map[string]yaml.Node{"v": {Kind: yaml.ScalarNode, Value: "PLACEHOLDER"}})
-			if err != nil {
-				return err
-			}
-			text := strings.Replace(string(doc), "PLACEHOLDER", indentFlow(val), 1)
-			if _, err := strictyaml.Decode([]byte(text), holder.Interface()); err != nil {
+			if _, err := strictyaml.Decode([]byte("v: "+indentFlow(val)), holder.Interface()); err != nil {
 				return fmt.Errorf("%s: %v", env, err)
 			}
 			fv.Set(holder.Elem().Field(0))
