@@ -216,11 +216,8 @@ func LatestVersion() int { return migrations[len(migrations)-1].version }
 // migrate applies every pending migration, each in its own transaction,
 // under the flavor's migration lock so concurrent starts are safe.
 func migrate(ctx context.Context, db *sqlx.DB, f flavor, now time.Time) (applied int, err error) {
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
-		if !f.isUnique(err) { // two PostgreSQL replicas racing CREATE IF NOT EXISTS
-			return 0, fmt.Errorf("creating schema_migrations: %w", err)
-		}
+	if err := createMigrationsTable(ctx, db, f); err != nil {
+		return 0, fmt.Errorf("creating schema_migrations: %w", err)
 	}
 	for _, m := range migrations {
 		done, err := applyOne(ctx, db, f, m, now)
@@ -232,6 +229,27 @@ func migrate(ctx context.Context, db *sqlx.DB, f flavor, now time.Time) (applied
 		}
 	}
 	return applied, nil
+}
+
+// createMigrationsTable creates the bookkeeping table under the migration
+// lock: concurrent CREATE TABLE IF NOT EXISTS is not safe on PostgreSQL
+// (two replicas starting at once can both try to create it).
+func createMigrationsTable(ctx context.Context, db *sqlx.DB, f flavor) error {
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if f.migrateLock != "" {
+		if _, err := tx.ExecContext(ctx, f.migrateLock); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 func applyOne(ctx context.Context, db *sqlx.DB, f flavor, m migration, now time.Time) (bool, error) {
