@@ -2,25 +2,29 @@ package broker
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/actas/actas/broker/api"
+	"github.com/actas/actas/broker/core"
+	"github.com/actas/actas/broker/hooks"
+	"github.com/actas/actas/broker/httpx"
+	"github.com/actas/actas/broker/keys"
+	"github.com/actas/actas/broker/notify"
+	"github.com/actas/actas/broker/oauth"
+	"github.com/actas/actas/broker/ops"
+	"github.com/actas/actas/broker/secrets"
+	"github.com/actas/actas/broker/upstream"
 	"github.com/actas/actas/claims"
 	"github.com/actas/actas/config"
-	"github.com/actas/actas/internal/boundcache"
 	"github.com/actas/actas/policy"
 	"github.com/actas/actas/storage"
 )
@@ -30,7 +34,7 @@ type Config struct {
 	Operator *config.Config
 	Policy   *policy.Policy
 	Store    storage.Store
-	Secrets  Secrets
+	Secrets  secrets.Keys
 	Logger   *slog.Logger
 	Now      func() time.Time
 	// HTTPClient talks to the upstream identity providers.
@@ -44,52 +48,14 @@ type Config struct {
 	ClockSkew time.Duration
 }
 
-// Server is the actas broker.
+// Server is an assembled broker.
 type Server struct {
-	cfg       *config.Config
-	store     storage.Store
-	secrets   Secrets
-	log       *slog.Logger
-	now       func() time.Time
-	skew      time.Duration
-	policy    atomic.Pointer[policy.Policy]
-	keys      atomic.Pointer[claims.KeySet]
-	clients   map[string]*client
-	audiences map[string]bool
-	support   *upstream
-	customers map[string]*customerIssuer
-	metrics   *metrics
-	registry  *prometheus.Registry
-	handler   http.Handler
-	inputs    *boundcache.Cache[string, inputs] // decoded claim snapshots by grant ID
-	// currentKey is the stored row of the signing key, for scheduled rotation.
-	currentKey atomic.Pointer[storage.SigningKey]
-	usage      usage
-	hooks      *http.Client // outgoing webhooks
-	// seenAdmins throttles recording admin addresses to once an hour.
-	seenAdmins *boundcache.Cache[string, time.Time]
-	// lastRetention is when checkpoint and retention last ran; only the
-	// maintenance goroutine touches it.
-	lastRetention time.Time
-}
-
-type client struct {
-	config.Client
-	secretHash [32]byte
-}
-
-func (c *client) confidential() bool { return c.SecretEnv != "" }
-
-// checkSecret compares in constant time (over hashes, so lengths leak
-// nothing either).
-func (c *client) checkSecret(secret string) bool {
-	h := sha256.Sum256([]byte(secret))
-	return subtle.ConstantTimeCompare(h[:], c.secretHash[:]) == 1
-}
-
-type customerIssuer struct {
-	config.CustomerIDP
-	up *upstream
+	core    *core.Service
+	keys    *keys.Manager
+	outbox  *notify.Worker
+	store   storage.Store
+	log     *slog.Logger
+	handler http.Handler
 }
 
 // New builds a server: it loads (or creates) the signing keys; it does not
@@ -101,6 +67,7 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	log := slog.New(httpx.LogHandler(c.Logger.Handler()))
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -116,62 +83,93 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{
-		cfg: c.Operator, store: c.Store, secrets: c.Secrets, log: c.Logger, now: c.Now, skew: c.ClockSkew,
-		clients: map[string]*client{}, audiences: map[string]bool{}, customers: map[string]*customerIssuer{},
-		registry: c.Registry, inputs: boundcache.New[string, inputs](65536),
-		hooks:      webhookClient(c.Operator.Notifications.AllowLoopbackWebhooks),
-		seenAdmins: boundcache.New[string, time.Time](16384),
-	}
-	s.policy.Store(c.Policy)
-	for _, cl := range c.Operator.Clients {
-		s.clients[cl.ID] = &client{Client: cl, secretHash: sha256.Sum256([]byte(cl.Secret))}
-		s.audiences[cl.Audience] = true
-	}
-	s.support = newUpstream(c.Operator.SupportIDP.Issuer, c.Operator.SupportIDP.ClientID, c.HTTPClient, c.Now, c.JWKSCooldown)
-	for _, ci := range c.Operator.CustomerIDPs {
-		s.customers[ci.Issuer] = &customerIssuer{CustomerIDP: ci, up: newUpstream(ci.Issuer, ci.Audience, c.HTTPClient, c.Now, c.JWKSCooldown)}
-	}
-	s.metrics = newMetrics(c.Registry, s)
-	ks, err := s.loadKeySet(ctx, c.Operator.Keys.Algorithm)
+	op := c.Operator
+	s := &Server{store: c.Store, log: log}
+	var err error
+	s.keys, err = keys.New(ctx, keys.Config{
+		Store: c.Store, KEK: c.Secrets.KEK(), Algorithm: op.Keys.Algorithm, RotateEvery: op.Keys.RotateEvery.Std(),
+		AccessTTL: func() time.Duration { return s.core.Policy().AccessTTL },
+		PolicySHA: func() string { return s.policySHA(c.Policy) },
+		ClockSkew: c.ClockSkew, Logger: log, Now: c.Now,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	s.keys.Store(ks)
-	s.handler = s.routes()
+	customers := map[string]core.Verifier{}
+	for _, ci := range op.CustomerIDPs {
+		customers[ci.Issuer] = upstream.New(ci.Issuer, ci.Audience, c.HTTPClient, c.Now, c.JWKSCooldown)
+	}
+	reloadFailures := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "actas_policy_reload_failures_total", Help: "Policy reloads rejected; the last good policy stayed in force.",
+	})
+	c.Registry.MustRegister(reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.core, err = core.New(core.Config{
+		Operator: op, Policy: c.Policy, Store: c.Store, Secrets: c.Secrets, Keys: s.keys,
+		Support:   upstream.New(op.SupportIDP.Issuer, op.SupportIDP.ClientID, c.HTTPClient, c.Now, c.JWKSCooldown),
+		Customers: customers, Logger: log, Now: c.Now, ClockSkew: c.ClockSkew, ReloadFailures: reloadFailures,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	s.outbox = notify.New(c.Store, op.Notifications, log, c.Now)
+
+	r := mux.NewRouter()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		api.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint", "")
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		api.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint", "")
+	})
+	oauth.New(s.core, s.keys, op.Clients, log, c.Registry).Mount(r)
+	api.New(s.core, c.Secrets, log).Mount(r)
+	hooks.New(s.core, op.TicketHook, log).Mount(r)
+	ops.New(c.Store, c.Registry, log, func() map[string]any {
+		return map[string]any{"policy_sha256": s.core.Policy().SHA256, "signing_key": s.keys.KeySet().SigningKeyID()}
+	}).Mount(r)
+	s.handler = httpx.Middleware(r, log, httpx.NewMetrics(c.Registry))
 	return s, nil
+}
+
+// policySHA is the policy in force, or the initial one while the core is
+// being built (key creation audits before the core exists).
+func (s *Server) policySHA(initial *policy.Policy) string {
+	if s.core == nil {
+		return initial.SHA256
+	}
+	return s.core.Policy().SHA256
 }
 
 // Handler returns the HTTP surface.
 func (s *Server) Handler() http.Handler { return s.handler }
 
+// Core returns the domain core.
+func (s *Server) Core() *core.Service { return s.core }
+
 // Policy returns the policy in force.
-func (s *Server) Policy() *policy.Policy { return s.policy.Load() }
+func (s *Server) Policy() *policy.Policy { return s.core.Policy() }
 
 // KeySet returns the key set in force.
-func (s *Server) KeySet() *claims.KeySet { return s.keys.Load() }
+func (s *Server) KeySet() *claims.KeySet { return s.keys.KeySet() }
 
-// SetPolicy swaps the policy in force atomically and audits it.
-func (s *Server) SetPolicy(ctx context.Context, p *policy.Policy, source string) error {
-	old := s.policy.Swap(p)
-	ev := s.event(ctx, actor{Type: storage.ActorSystem, ID: "actas"}, "", "policy.reload", source, "success",
-		map[string]any{"previous_sha256": old.SHA256, "sha256": p.SHA256})
-	return s.store.AppendAudit(ctx, ev)
+// Keys returns the signing-key manager.
+func (s *Server) Keys() *keys.Manager { return s.keys }
+
+// ReloadPolicy reloads the policy file; see core.Service.ReloadPolicy.
+func (s *Server) ReloadPolicy(ctx context.Context, path string) error {
+	return s.core.ReloadPolicy(ctx, path)
+}
+
+// WatchPolicy reloads the policy file when it changes, until ctx ends.
+func (s *Server) WatchPolicy(ctx context.Context, path string) error {
+	return s.core.WatchPolicy(ctx, path)
 }
 
 // RefreshKeys re-reads signing keys from storage.
-func (s *Server) RefreshKeys(ctx context.Context) error {
-	ks, err := s.loadKeySet(ctx, s.cfg.Keys.Algorithm)
-	if err != nil {
-		return err
-	}
-	s.keys.Store(ks)
-	return nil
-}
+func (s *Server) RefreshKeys(ctx context.Context) error { return s.keys.Refresh(ctx) }
 
 // Run serves on ln until ctx is cancelled, then shuts down gracefully,
-// letting requests in flight finish (up to 20s). It also re-reads keys
-// periodically so rotations elsewhere are picked up.
+// letting requests in flight finish (up to 20s). Beside the server it runs
+// the outbox worker and the maintenance loop, and waits for both.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
@@ -185,27 +183,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	outboxDone := make(chan struct{})
-	go func() { defer close(outboxDone); s.runOutbox(ctx) }()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(keyRefreshInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := s.RefreshKeys(ctx); err != nil && ctx.Err() == nil {
-					s.log.Warn("refreshing signing keys", "err", err)
-				}
-				s.maybeRotate(ctx)
-				s.flushUsage(ctx, false)
-				s.recordExpiries(ctx)
-				s.maybeRetain(ctx)
-			}
-		}
-	}()
+	go func() { defer close(outboxDone); s.outbox.Run(ctx) }()
+	maintDone := make(chan struct{})
+	go func() { defer close(maintDone); s.maintain(ctx) }()
 	var err error
 	select {
 	case err = <-errc:
@@ -217,127 +197,32 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 			err = e
 		}
 	}
-	<-done
+	<-maintDone
 	<-outboxDone
 	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s.flushUsage(fctx, true) // requests have drained: nothing counted is lost
+	s.core.FlushUsage(fctx, true) // requests have drained: nothing counted is lost
 	return err
 }
 
-func (s *Server) routes() http.Handler {
-	notFound := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusNotFound, apiErr(http.StatusNotFound, "not_found", "no such endpoint"))
-	})
-	notAllowed := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusMethodNotAllowed, apiErr(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint"))
-	})
-	r := mux.NewRouter()
-	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, notAllowed
-	s.mountOAuth(r)
-	s.mountAPI(r) // full paths: mux subrouters answer a wrong method with 404
-	s.mountHooks(r)
-	s.mountOps(r)
-	return s.middleware(r)
-}
-
-type ctxKey int
-
-const requestIDKey ctxKey = 1
-
-// middleware assigns request IDs, bounds bodies, recovers panics into
-// server_error, and records metrics.
-func (s *Server) middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		id := r.Header.Get("X-Request-ID")
-		if !validRequestID(id) {
-			id = newRequestID()
-		}
-		w.Header().Set("X-Request-ID", id)
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes+1)
-		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		defer func() {
-			if p := recover(); p != nil {
-				s.log.Error("panic in handler", "request_id", id, "path", r.URL.Path, "err", fmt.Sprint(p))
-				if !rec.wrote {
-					writeOAuthError(rec, errServer)
-				}
+// maintain re-reads keys (so rotations elsewhere are picked up), rotates
+// on schedule, flushes usage summaries, records expiries and applies
+// retention, every keys.RefreshInterval until ctx ends.
+func (s *Server) maintain(ctx context.Context) {
+	t := time.NewTicker(keys.RefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.keys.Refresh(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("refreshing signing keys", "err", err)
 			}
-			s.metrics.observe(r, rec.status, time.Since(start))
-		}()
-		next.ServeHTTP(rec, r)
-	})
-}
-
-func validRequestID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	for _, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
+			s.keys.MaybeRotate(ctx)
+			s.core.FlushUsage(ctx, false)
+			s.core.RecordExpiries(ctx)
+			s.core.MaybeRetain(ctx)
 		}
 	}
-	return true
-}
-
-func newRequestID() string {
-	b := make([]byte, 12)
-	rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-// logger returns the server logger with the request's ID.
-func (s *Server) logger(ctx context.Context) *slog.Logger {
-	if id, ok := ctx.Value(requestIDKey).(string); ok {
-		return s.log.With("request_id", id)
-	}
-	return s.log
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if !r.wrote {
-		r.status, r.wrote = code, true
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	r.wrote = true
-	return r.ResponseWriter.Write(b)
-}
-
-// actor is who performed an audited action.
-type actor struct {
-	Type, ID, Iss string
-}
-
-// event builds an audit event stamped with the policy in force.
-func (s *Server) event(_ context.Context, a actor, tenant, action, target, outcome string, detail map[string]any) storage.AuditEvent {
-	var d []byte
-	if detail != nil {
-		d, _ = json.Marshal(detail)
-	}
-	return storage.AuditEvent{
-		Time: s.now().UTC(), TenantID: tenant, ActorType: a.Type, ActorID: a.ID, ActorIss: a.Iss,
-		Action: action, Target: target, Outcome: outcome, Detail: d, PolicySHA256: s.policy.Load().SHA256,
-	}
-}
-
-// randomToken returns n random bytes, base64url.
-func randomToken(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic("crypto/rand failed: " + err.Error()) // unrecoverable: never issue weak tokens
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
 }

@@ -1,10 +1,7 @@
-// Package broker is the actas service: it wires configuration, policy,
-// signing keys, upstream identity providers and storage into the HTTP
-// surface — OAuth endpoints (discovery, JWKS, RFC 8693 token exchange,
-// RFC 7662 introspection, RFC 7009 revocation), the customer API and the
-// operations endpoints.
-//
-// It owns request handling and the order of checks; decisions come from
-// package policy, token bytes from package claims, persistence from
-// package storage.
+// Package broker assembles actas: from an operator config, a policy, a
+// store and the root secret's keys it builds the signing-key manager, the
+// upstream verifiers, the domain core (broker/core), the notification
+// worker and the HTTP surfaces (broker/oauth, broker/api, broker/hooks,
+// broker/ops), and runs them: the HTTP server, the outbox, and the
+// maintenance loop, all stopped by one context. It holds no rule of its own.
 package broker

@@ -7,13 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/actas/actas/broker/audit"
 	"github.com/actas/actas/storage"
 )
 
 func TestIntrospectionAudit(t *testing.T) {
 	e := newTestEnv(t)
 	clock := time.Now()
-	e.srv.now = func() time.Time { return clock }
+	e.clock = func() time.Time { return clock }
 	admin := e.admin(t)
 	e.enable(t, admin)
 	tok := e.redeem(t, admin, e.engineer(t))
@@ -31,9 +32,9 @@ func TestIntrospectionAudit(t *testing.T) {
 	if d["first_use"] != true || d["sub"] != "ada" || d["act"] != "alice" {
 		t.Fatalf("first-use detail names sub and act: %v", d)
 	}
-	e.srv.flushUsage(context.Background(), false) // same hour: nothing yet
+	e.srv.Core().FlushUsage(context.Background(), false) // same hour: nothing yet
 	clock = clock.Add(time.Hour)
-	e.srv.flushUsage(context.Background(), false)
+	e.srv.Core().FlushUsage(context.Background(), false)
 	evs, _ = e.store.Audit(context.Background(), storage.AuditFilter{TenantID: "acme", Action: "token.introspect"})
 	if len(evs) != 2 {
 		t.Fatalf("after the hour: %d introspection events, want first use + one summary", len(evs))
@@ -42,7 +43,7 @@ func TestIntrospectionAudit(t *testing.T) {
 	if d["summary"] != true || d["count"].(float64) != 5 || d["act"] != "alice" {
 		t.Fatalf("summary: %v", d)
 	}
-	if n, err := storage.VerifyAudit(context.Background(), e.store, e.srv.secrets.AuditKey(), nil); err != nil || n == 0 {
+	if n, err := audit.Verify(context.Background(), e.store, e.secrets.AuditKey(), nil); err != nil || n == 0 {
 		t.Fatalf("chain: %d %v", n, err)
 	}
 }
@@ -50,30 +51,30 @@ func TestIntrospectionAudit(t *testing.T) {
 func TestMaintenanceCheckpointsAndRetention(t *testing.T) {
 	e := newTestEnv(t)
 	clock := time.Now()
-	e.srv.now = func() time.Time { return clock }
+	e.clock = func() time.Time { return clock }
 	admin := e.admin(t)
 	e.enable(t, admin)
 	e.redeem(t, admin, e.engineer(t))
-	e.srv.maybeRetain(context.Background())
+	e.srv.Core().MaybeRetain(context.Background())
 	cps, _, err := e.store.AuditCheckpoints(context.Background())
 	if err != nil || len(cps) != 1 {
 		t.Fatalf("checkpoints: %d %v", len(cps), err)
 	}
-	e.srv.maybeRetain(context.Background()) // within the hour: nothing
+	e.srv.Core().MaybeRetain(context.Background()) // within the hour: nothing
 	clock = clock.Add(100 * 24 * time.Hour)
-	e.srv.recordExpiries(context.Background())
-	e.srv.maybeRetain(context.Background())
+	e.srv.Core().RecordExpiries(context.Background())
+	e.srv.Core().MaybeRetain(context.Background())
 	if cps, _, _ = e.store.AuditCheckpoints(context.Background()); len(cps) != 2 {
 		t.Fatalf("checkpoints after a day: %d", len(cps))
 	}
 	if g, _ := e.store.Grants(context.Background(), storage.GrantFilter{TenantID: "acme", Status: "all", Now: clock}); len(g) != 0 {
 		t.Fatalf("grants ended 100 days ago were not archived: %d", len(g))
 	}
-	checkSig, err := CheckpointVerifier(context.Background(), e.store)
+	checkSig, err := audit.CheckpointVerifier(context.Background(), e.store)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := storage.VerifyAudit(context.Background(), e.store, e.srv.secrets.AuditKey(), checkSig); err != nil {
+	if _, err := audit.Verify(context.Background(), e.store, e.secrets.AuditKey(), checkSig); err != nil {
 		t.Fatal(err)
 	}
 	// A signature from another key (or none) is refused.

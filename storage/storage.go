@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -142,6 +143,9 @@ type AuditEvent struct {
 	Outcome      string
 	Detail       []byte
 	PolicySHA256 string
+	// Notify is the notification kind the event triggers ("" for none),
+	// decided by whoever built the event; it is not part of the chain.
+	Notify string
 }
 
 // SigningKey states.
@@ -191,27 +195,6 @@ func DefaultNotifyKinds() map[string][]string {
 	return map[string][]string{ToAdmins: {NotifyToggle, NotifyLockout}, ToEmails: {NotifyToggle, NotifyLockout}, ToWebhook: {NotifyToggle, NotifyLockout}}
 }
 
-// NotifyKind maps an audit event to the notification it triggers, or "".
-func NotifyKind(ev *AuditEvent) string {
-	switch {
-	case ev.Outcome != "success":
-		return ""
-	case ev.Action == "support_access.enable", ev.Action == "support_access.disable", ev.Action == "support_access.update":
-		return NotifyToggle
-	case ev.Action == "tenant.lockout":
-		return NotifyLockout
-	case ev.Action == "grant.create":
-		return NotifyGrantCreated
-	case ev.Action == "grant.redeem":
-		return NotifyGrantRedeemed
-	case ev.Action == "grant.revoke":
-		return NotifyGrantTerminated
-	case ev.Action == "grant.expire":
-		return NotifyGrantExpired
-	}
-	return ""
-}
-
 // NotificationSettings say which kinds a tenant's admins and extra
 // addresses receive, and where its webhook is.
 type NotificationSettings struct {
@@ -223,6 +206,21 @@ type NotificationSettings struct {
 	ChangedAt  time.Time
 }
 
+// Notice is the payload of an outbox message: the audit event that caused
+// it, as senders render it. It is encoded once, when the event is written.
+type Notice struct {
+	Kind      string          `json:"kind"`
+	Tenant    string          `json:"tenant"`
+	EventID   int64           `json:"event_id"`
+	Seq       int64           `json:"seq"`
+	Time      time.Time       `json:"time"`
+	Action    string          `json:"action"`
+	ActorType string          `json:"actor_type"`
+	ActorID   string          `json:"actor_id"`
+	Target    string          `json:"target"`
+	Detail    json.RawMessage `json:"detail"`
+}
+
 // OutboxMessage is one message to deliver.
 type OutboxMessage struct {
 	ID          int64
@@ -230,7 +228,7 @@ type OutboxMessage struct {
 	Kind        string
 	Channel     string // "email" or "webhook"
 	Destination string
-	Payload     []byte // JSON: the audit event that caused it
+	Payload     []byte // JSON: a Notice
 	Attempts    int
 	CreatedAt   time.Time
 }

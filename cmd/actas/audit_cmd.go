@@ -9,7 +9,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/actas/actas/broker"
+	"github.com/actas/actas/broker/audit"
 	"github.com/actas/actas/storage"
 )
 
@@ -66,17 +66,17 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // auditVerify walks every tenant's chain and names the first bad event.
 func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	st, secrets, err := configStore(ctx, "audit verify", "--config actas.yaml", args, stderr, nil)
+	st, keys, err := configStore(ctx, "audit verify", "--config actas.yaml", args, stderr, nil)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	checkSig, err := broker.CheckpointVerifier(ctx, st)
+	checkSig, err := audit.CheckpointVerifier(ctx, st)
 	if err != nil {
 		return err
 	}
-	n, err := storage.VerifyAudit(ctx, st, secrets.AuditKey(), checkSig)
-	var ce *storage.ChainError
+	n, err := audit.Verify(ctx, st, keys.AuditKey(), checkSig)
+	var ce *audit.ChainError
 	if errors.As(err, &ce) {
 		fmt.Fprintf(stdout, "FAIL after %d good events: %v\n", n, ce)
 		return exitError{1}

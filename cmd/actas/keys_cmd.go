@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/actas/actas/broker/keys"
 )
 
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -58,14 +58,22 @@ func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	a, err := wire(ctx, cfg, pol, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), prometheus.NewRegistry())
+	st, sk, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer a.Close()
-	if err := a.server.RotateKeys(ctx, *force); err != nil {
+	defer st.Close()
+	m, err := keys.New(ctx, keys.Config{
+		Store: st, KEK: sk.KEK(), Algorithm: cfg.Keys.Algorithm,
+		AccessTTL: func() time.Duration { return pol.AccessTTL }, PolicySHA: func() string { return pol.SHA256 },
+		ClockSkew: 30 * time.Second, Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "rotated: %s now signs\n", a.server.KeySet().SigningKeyID())
+	if err := m.Rotate(ctx, *force); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rotated: %s now signs\n", m.KeySet().SigningKeyID())
 	return nil
 }

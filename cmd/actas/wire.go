@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/actas/actas/broker"
+	"github.com/actas/actas/broker/secrets"
 	"github.com/actas/actas/config"
 	"github.com/actas/actas/policy"
 	"github.com/actas/actas/storage/sqlstore"
@@ -29,21 +30,21 @@ func (a *app) Close() error { return a.store.Close() }
 
 // openStore derives the secrets and opens the configured storage,
 // applying migrations.
-func openStore(ctx context.Context, cfg *config.Config) (*sqlstore.Store, broker.Secrets, error) {
+func openStore(ctx context.Context, cfg *config.Config) (*sqlstore.Store, secrets.Keys, error) {
 	secret, err := rootSecret(cfg)
 	if err != nil {
-		return nil, broker.Secrets{}, err
+		return nil, secrets.Keys{}, err
 	}
-	secrets, err := broker.DeriveSecrets(secret)
+	keys, err := secrets.Derive(secret)
 	if err != nil {
-		return nil, broker.Secrets{}, err
+		return nil, secrets.Keys{}, err
 	}
 	kind, dsn, err := config.StorageKind(cfg.Storage)
 	if err != nil {
-		return nil, secrets, err
+		return nil, keys, err
 	}
-	st, err := sqlstore.Open(ctx, kind, dsn, sqlstore.Options{Migrate: true, AuditKey: secrets.AuditKey()})
-	return st, secrets, err
+	st, err := sqlstore.Open(ctx, kind, dsn, sqlstore.Options{Migrate: true, AuditKey: keys.AuditKey()})
+	return st, keys, err
 }
 
 // rootSecret loads the root secret as DESIGN.md says: env, file, or (SQLite
@@ -61,17 +62,17 @@ func rootSecret(cfg *config.Config) ([]byte, error) {
 	if file != "" && !filepath.IsAbs(file) {
 		file, _ = filepath.Abs(file)
 	}
-	return broker.LoadRootSecret(os.Getenv(config.SecretKeyEnv), file, create)
+	return secrets.LoadRoot(os.Getenv(config.SecretKeyEnv), file, create)
 }
 
 // wire builds the whole broker from an operator config and a policy.
 func wire(ctx context.Context, cfg *config.Config, pol *policy.Policy, log *slog.Logger, reg *prometheus.Registry) (*app, error) {
-	st, secrets, err := openStore(ctx, cfg)
+	st, keys, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	srv, err := broker.New(ctx, broker.Config{
-		Operator: cfg, Policy: pol, Store: st, Secrets: secrets, Logger: log, Now: time.Now, Registry: reg,
+		Operator: cfg, Policy: pol, Store: st, Secrets: keys, Logger: log, Now: time.Now, Registry: reg,
 	})
 	if err != nil {
 		st.Close()
@@ -123,10 +124,10 @@ func configFlag(name, synopsis string, args []string, stderr io.Writer, extra fu
 }
 
 // configStore is configFlag, then the configured store.
-func configStore(ctx context.Context, name, synopsis string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*sqlstore.Store, broker.Secrets, error) {
+func configStore(ctx context.Context, name, synopsis string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*sqlstore.Store, secrets.Keys, error) {
 	cfg, _, err := configFlag(name, synopsis, args, stderr, extra)
 	if err != nil {
-		return nil, broker.Secrets{}, err
+		return nil, secrets.Keys{}, err
 	}
 	return openStore(ctx, cfg)
 }

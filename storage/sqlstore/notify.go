@@ -63,7 +63,7 @@ func (s *Store) SeeAdmin(ctx context.Context, tenantID, sub, email string, at ti
 // transaction: to every known admin and configured address when the
 // tenant receives that kind (toggles always), and to the webhook.
 func (s *Store) enqueue(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent, eventID int64) error {
-	kind := storage.NotifyKind(ev)
+	kind := ev.Notify
 	if kind == "" || ev.TenantID == "" {
 		return nil
 	}
@@ -94,10 +94,13 @@ func (s *Store) enqueue(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent
 	if !wants(storage.ToWebhook) {
 		n.WebhookURL = ""
 	}
-	payload, _ := json.Marshal(map[string]any{
-		"kind": kind, "tenant": ev.TenantID, "event_id": eventID, "seq": ev.Seq, "time": ev.Time.UTC(),
-		"action": ev.Action, "actor_type": ev.ActorType, "actor_id": ev.ActorID, "target": ev.Target,
-		"detail": json.RawMessage(ev.Detail),
+	detail := json.RawMessage(ev.Detail)
+	if len(detail) == 0 {
+		detail = json.RawMessage("null")
+	}
+	payload, _ := json.Marshal(storage.Notice{
+		Kind: kind, Tenant: ev.TenantID, EventID: eventID, Seq: ev.Seq, Time: ev.Time.UTC(),
+		Action: ev.Action, ActorType: ev.ActorType, ActorID: ev.ActorID, Target: ev.Target, Detail: detail,
 	})
 	seen := map[string]bool{}
 	add := func(channel, dest string) error {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/actas/actas/broker/audit"
 	"github.com/actas/actas/storage"
 	"github.com/actas/actas/storage/sqlstore"
 )
@@ -95,7 +96,7 @@ func runTamper(t *testing.T, open rawOpener) {
 		t.Run(tc.name, func(t *testing.T) {
 			s, db := open(t)
 			fill(t, s)
-			if n, err := storage.VerifyAudit(context.Background(), s, testAuditKey, nil); err != nil || n != 10 {
+			if n, err := audit.Verify(context.Background(), s, testAuditKey, nil); err != nil || n != 10 {
 				t.Fatalf("untouched chain: %d %v", n, err)
 			}
 			for _, q := range tc.tamper {
@@ -103,8 +104,8 @@ func runTamper(t *testing.T, open rawOpener) {
 					t.Fatal(err)
 				}
 			}
-			_, err := storage.VerifyAudit(context.Background(), s, testAuditKey, nil)
-			var ce *storage.ChainError
+			_, err := audit.Verify(context.Background(), s, testAuditKey, nil)
+			var ce *audit.ChainError
 			if !errors.As(err, &ce) {
 				t.Fatalf("tampering not detected: %v", err)
 			}
@@ -161,13 +162,13 @@ func runRetention(t *testing.T, open rawOpener) {
 	}
 	t.Run("ok/verifies after pruning", func(t *testing.T) {
 		s, _ := prunedStore(t)
-		n, err := storage.VerifyAudit(ctx, s, testAuditKey, nil)
+		n, err := audit.Verify(ctx, s, testAuditKey, nil)
 		if err != nil || n != 6 {
 			t.Fatalf("after pruning: %d %v", n, err)
 		}
 		// appending after a prune continues the same chain
 		s.AppendAudit(ctx, storage.AuditEvent{Time: t0.Add(2 * time.Hour), TenantID: "acme", ActorType: storage.ActorSystem, ActorID: "x", Action: "a.b", Outcome: "success"})
-		if n, err := storage.VerifyAudit(ctx, s, testAuditKey, nil); err != nil || n != 7 {
+		if n, err := audit.Verify(ctx, s, testAuditKey, nil); err != nil || n != 7 {
 			t.Fatalf("after pruning and appending: %d %v", n, err)
 		}
 	})
@@ -190,8 +191,8 @@ func runRetention(t *testing.T, open rawOpener) {
 					t.Fatal(err)
 				}
 			}
-			_, err := storage.VerifyAudit(ctx, s, testAuditKey, nil)
-			var ce *storage.ChainError
+			_, err := audit.Verify(ctx, s, testAuditKey, nil)
+			var ce *audit.ChainError
 			if !errors.As(err, &ce) || !strings.Contains(ce.Reason, tc.reason) {
 				t.Fatalf("got %v, want a ChainError mentioning %q", err, tc.reason)
 			}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/actas/actas/broker/audit"
 	"github.com/actas/actas/storage"
 )
 
@@ -55,7 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store, auditKey []byte) {
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
 func ev(tenant, action string) storage.AuditEvent {
-	return storage.AuditEvent{Time: t0, TenantID: tenant, ActorType: storage.ActorSystem, ActorID: "test", Action: action, Target: tenant, Outcome: "success"}
+	return audit.Event(t0, "", audit.Actor{Type: storage.ActorSystem, ID: "test"}, tenant, action, tenant, audit.Success, nil)
 }
 
 func randID(prefix string) string {
@@ -641,14 +642,14 @@ func testChainConcurrency(t *testing.T, s storage.Store, key []byte) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	n, err := storage.VerifyAudit(ctx, s, key, nil)
+	n, err := audit.Verify(ctx, s, key, nil)
 	if err != nil {
 		t.Fatalf("chain after concurrent writers: %v", err)
 	}
 	if want := 1 + 16*10 + 16; n != want {
 		t.Fatalf("verified %d events, want %d", n, want)
 	}
-	if _, err := storage.VerifyAudit(ctx, s, []byte("another key, another key, another"), nil); err == nil {
+	if _, err := audit.Verify(ctx, s, []byte("another key, another key, another"), nil); err == nil {
 		t.Fatal("the chain verified under a different key")
 	}
 }

@@ -1,10 +1,11 @@
-package broker
+package core
 
 import (
 	"context"
 	"sync"
 	"time"
 
+	"github.com/actas/actas/broker/audit"
 	"github.com/actas/actas/storage"
 )
 
@@ -54,17 +55,17 @@ func (u *usage) take(now time.Time, all bool) (time.Time, map[usageKey]*usageCou
 	return hour, counts
 }
 
-// flushUsage writes the summary events of a finished hour (or everything
-// counted so far when all is set).
-func (s *Server) flushUsage(ctx context.Context, all bool) {
+// FlushUsage writes the summary events of a finished hour (or everything
+// counted so far when all is set, at shutdown).
+func (s *Service) FlushUsage(ctx context.Context, all bool) {
 	hour, counts := s.usage.take(s.now(), all)
 	for k, c := range counts {
-		ev := s.event(ctx, actor{Type: storage.ActorClient, ID: k.client}, c.tenant, "token.introspect", k.jti, "success", map[string]any{
+		ev := s.event(audit.Actor{Type: storage.ActorClient, ID: k.client}, c.tenant, audit.TokenIntrospect, k.jti, audit.Success, map[string]any{
 			"summary": true, "hour": hour.Format(time.RFC3339), "count": c.n,
 			"sub": c.sub, "act": c.act, "act_iss": c.actIss, "grant_id": c.grantID,
 		})
 		if err := s.store.AppendAudit(ctx, ev); err != nil {
-			s.log.Error("audit: introspection summary", "err", err, "jti", k.jti)
+			s.log.ErrorContext(ctx, "audit: introspection summary", "err", err, "jti", k.jti)
 		}
 	}
 }
@@ -72,16 +73,17 @@ func (s *Server) flushUsage(ctx context.Context, all bool) {
 // noteIntrospection audits an active introspection: the first use of a
 // token at once, every use in the hourly summary. Failing to audit does not
 // change the answer, which rests on the committed state only.
-func (s *Server) noteIntrospection(ctx context.Context, c *client, st *storage.TokenState, now time.Time) {
+func (s *Service) noteIntrospection(ctx context.Context, clientID string, st *storage.TokenState) {
+	now := s.now()
 	g := &st.Grant
-	s.usage.add(now, usageKey{st.Token.JTI, c.ID}, usageCount{tenant: g.TenantID, grantID: g.ID, sub: g.GrantedBy, act: g.EngineerSub, actIss: g.EngineerIss})
+	s.usage.add(now, usageKey{st.Token.JTI, clientID}, usageCount{tenant: g.TenantID, grantID: g.ID, sub: g.GrantedBy, act: g.EngineerSub, actIss: g.EngineerIss})
 	if !st.Token.FirstUsedAt.IsZero() {
 		return
 	}
-	ev := s.event(ctx, actor{Type: storage.ActorClient, ID: c.ID}, g.TenantID, "token.introspect", st.Token.JTI, "success", map[string]any{
+	ev := s.event(audit.Actor{Type: storage.ActorClient, ID: clientID}, g.TenantID, audit.TokenIntrospect, st.Token.JTI, audit.Success, map[string]any{
 		"first_use": true, "sub": g.GrantedBy, "act": g.EngineerSub, "act_iss": g.EngineerIss, "grant_id": g.ID,
 	})
 	if _, err := s.store.MarkTokenUsed(ctx, st.Token.JTI, now, ev); err != nil {
-		s.logger(ctx).Error("audit: first introspection", "err", err)
+		s.log.ErrorContext(ctx, "audit: first introspection", "err", err)
 	}
 }

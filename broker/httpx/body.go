@@ -1,4 +1,4 @@
-package broker
+package httpx
 
 import (
 	"bytes"
@@ -8,113 +8,70 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
 	"reflect"
 	"strings"
-	"unicode/utf8"
 )
 
 // MaxBodyBytes bounds every request body.
 const MaxBodyBytes = 64 << 10
 
-var errBodyTooLarge = errors.New("body too large")
+// ErrBodyTooLarge is a body over MaxBodyBytes.
+var ErrBodyTooLarge = errors.New("body too large")
 
-// readBody reads at most MaxBodyBytes.
-func readBody(r *http.Request) ([]byte, error) {
+// ReadBody reads at most MaxBodyBytes.
+func ReadBody(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
 	if err != nil {
 		return nil, err
 	}
 	if len(body) > MaxBodyBytes {
-		return nil, errBodyTooLarge
+		return nil, ErrBodyTooLarge
 	}
 	return body, nil
 }
 
-// form is a parsed application/x-www-form-urlencoded body where every
-// parameter appears at most once (RFC 6749 §3.1, §3.2).
-type form map[string]string
-
-// parseForm reads an OAuth request body. Query-string parameters are not
-// considered: credentials and codes never travel in URLs.
-func parseForm(r *http.Request) (form, *oauthError) {
-	if r.Method != http.MethodPost {
-		return nil, &errMethod
-	}
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/x-www-form-urlencoded" {
-		e := errInvalidRequest.with("Content-Type must be application/x-www-form-urlencoded")
-		return nil, &e
-	}
-	body, err := readBody(r)
-	if errors.Is(err, errBodyTooLarge) {
-		return nil, &errTooLarge
-	}
-	if err != nil {
-		e := errInvalidRequest.with("could not read the request body")
-		return nil, &e
-	}
-	vals, err := url.ParseQuery(string(body))
-	if err != nil {
-		e := errInvalidRequest.with("the body is not valid form encoding")
-		return nil, &e
-	}
-	f := form{}
-	for k, v := range vals {
-		if len(v) != 1 {
-			e := errInvalidRequest.with(fmt.Sprintf("parameter %q appears more than once", k))
-			return nil, &e
-		}
-		if !utf8.ValidString(k) || !utf8.ValidString(v[0]) {
-			e := errInvalidRequest.with("parameters must be UTF-8")
-			return nil, &e
-		}
-		f[k] = v[0]
-	}
-	return f, nil
+// BodyError is a request body that cannot be accepted, with the status,
+// code and message to answer.
+type BodyError struct {
+	Status  int
+	Code    string
+	Message string
 }
 
-// require returns the named parameters or an invalid_request naming the
-// first that is missing or empty.
-func (f form) require(names ...string) *oauthError {
-	for _, n := range names {
-		if f[n] == "" {
-			e := errInvalidRequest.with(fmt.Sprintf("missing parameter %q", n))
-			return &e
-		}
-	}
-	return nil
+func (e *BodyError) Error() string { return e.Message }
+
+// Bad is a 400 BodyError.
+func Bad(code, msg string) *BodyError {
+	return &BodyError{Status: http.StatusBadRequest, Code: code, Message: msg}
 }
 
-// decodeJSON strictly decodes a JSON object body into v: the right content
+// ErrTooLarge answers a body over MaxBodyBytes.
+var ErrTooLarge = &BodyError{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large", Message: "request body is larger than 64 KiB"}
+
+// DecodeJSON strictly decodes a JSON object body into v: the right content
 // type, at most 64 KiB, no unknown or duplicate fields, nothing after it.
-func decodeJSON(r *http.Request, v any) *apiError {
+func DecodeJSON(r *http.Request, v any) *BodyError {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
-		e := apiErr(http.StatusBadRequest, "invalid_request", "Content-Type must be application/json")
-		return &e
+		return Bad("invalid_request", "Content-Type must be application/json")
 	}
-	body, err := readBody(r)
-	if errors.Is(err, errBodyTooLarge) {
-		return &apiTooLarge
+	body, err := ReadBody(r)
+	if errors.Is(err, ErrBodyTooLarge) {
+		return ErrTooLarge
 	}
 	if err != nil {
-		e := apiErr(http.StatusBadRequest, "invalid_request", "could not read the request body")
-		return &e
+		return Bad("invalid_request", "could not read the request body")
 	}
 	if err := checkKeys(body, jsonFieldNames(v)); err != nil {
-		e := apiErr(http.StatusBadRequest, "invalid_json", err.Error())
-		return &e
+		return Bad("invalid_json", err.Error())
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		e := apiErr(http.StatusBadRequest, "invalid_json", jsonErrorText(err))
-		return &e
+		return Bad("invalid_json", jsonErrorText(err))
 	}
 	if dec.More() {
-		e := apiErr(http.StatusBadRequest, "invalid_json", "unexpected data after the JSON object")
-		return &e
+		return Bad("invalid_json", "unexpected data after the JSON object")
 	}
 	return nil
 }
@@ -212,4 +169,13 @@ func checkKeys(body []byte, allowed map[string]bool) error {
 		return nil
 	}
 	return walk()
+}
+
+// WriteJSON writes v with status and no-store caching.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
 }

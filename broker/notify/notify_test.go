@@ -1,4 +1,4 @@
-package broker
+package notify
 
 import (
 	"net/http"

@@ -1,4 +1,4 @@
-package broker
+package core
 
 import (
 	"context"
@@ -8,24 +8,23 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/actas/actas/broker/audit"
 	"github.com/actas/actas/policy"
-	"github.com/actas/actas/storage"
 )
 
 // ReloadPolicy loads the policy file and swaps it in atomically. A file
 // that does not parse or contradicts itself keeps the last good policy in
 // force; the failure is logged, counted and audited. Reloading an
 // unchanged file does nothing.
-func (s *Server) ReloadPolicy(ctx context.Context, path string) error {
+func (s *Service) ReloadPolicy(ctx context.Context, path string) error {
 	p, err := policy.Load(path)
 	if err != nil {
-		s.metrics.ReloadFailures.Inc()
-		s.log.Error("policy reload rejected; keeping the last good policy", "file", path, "err", err)
-		ev := s.event(ctx, actor{Type: storage.ActorSystem, ID: "actas"}, "", "policy.reload", path, "failure",
-			map[string]any{"error": err.Error(), "kept_sha256": s.policy.Load().SHA256})
-		if aerr := s.store.AppendAudit(ctx, ev); aerr != nil {
-			s.log.Error("audit: policy reload failure", "err", aerr)
+		if s.reloadErr != nil {
+			s.reloadErr.Inc()
 		}
+		s.log.Error("policy reload rejected; keeping the last good policy", "file", path, "err", err)
+		s.appendAudit(ctx, s.event(audit.System, "", audit.PolicyReload, path, audit.Failure,
+			map[string]any{"error": err.Error(), "kept_sha256": s.policy.Load().SHA256}))
 		return err
 	}
 	if p.SHA256 == s.policy.Load().SHA256 {
@@ -42,7 +41,7 @@ func (s *Server) ReloadPolicy(ctx context.Context, path string) error {
 // watches the directory, so editors that write a new file and rename it,
 // and Kubernetes ConfigMap symlink swaps, are seen too; bursts of events
 // are coalesced.
-func (s *Server) WatchPolicy(ctx context.Context, path string) error {
+func (s *Service) WatchPolicy(ctx context.Context, path string) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watching policy: %w", err)
@@ -77,4 +76,12 @@ func (s *Server) WatchPolicy(ctx context.Context, path string) error {
 		}
 	}()
 	return nil
+}
+
+// SetPolicy swaps the policy in force atomically and audits it.
+func (s *Service) SetPolicy(ctx context.Context, p *policy.Policy, source string) error {
+	old := s.policy.Swap(p)
+	ev := s.event(audit.System, "", audit.PolicyReload, source, audit.Success,
+		map[string]any{"previous_sha256": old.SHA256, "sha256": p.SHA256})
+	return s.store.AppendAudit(ctx, ev)
 }

@@ -1,4 +1,4 @@
-package broker
+package secrets
 
 import (
 	"crypto/hkdf"
@@ -6,18 +6,20 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 )
 
 // MinSecretBytes is the smallest root secret accepted.
 const MinSecretBytes = 32
 
-// Secrets are the keys derived from the root secret, one HKDF label each.
-type Secrets struct {
+// Keys are the keys derived from the root secret, one HKDF label each.
+type Keys struct {
 	code    []byte // HMAC key for support codes
 	refresh []byte // HMAC key for refresh tokens
 	kek     []byte // key-encryption key for signing keys in storage
@@ -25,28 +27,29 @@ type Secrets struct {
 	audit   []byte // HMAC key of the audit hash chain
 }
 
-// DeriveSecrets derives every per-use key from root (HKDF-SHA256, RFC 5869).
-func DeriveSecrets(root []byte) (Secrets, error) {
+// Derive derives every per-use key from root (HKDF-SHA256, RFC 5869).
+func Derive(root []byte) (Keys, error) {
 	if len(root) < MinSecretBytes {
-		return Secrets{}, fmt.Errorf("the root secret must be at least %d bytes", MinSecretBytes)
+		return Keys{}, fmt.Errorf("the root secret must be at least %d bytes", MinSecretBytes)
 	}
 	derive := func(label string) ([]byte, error) {
 		return hkdf.Key(sha256.New, root, nil, "actas/v1/"+label, 32)
 	}
-	var s Secrets
+	var s Keys
 	var err error
 	for _, d := range []struct {
 		dst   *[]byte
 		label string
 	}{{&s.code, "support-code"}, {&s.refresh, "refresh-token"}, {&s.kek, "key-encryption"}, {&s.cursor, "audit-cursor"}, {&s.audit, "audit-chain"}} {
 		if *d.dst, err = derive(d.label); err != nil {
-			return Secrets{}, err
+			return Keys{}, err
 		}
 	}
 	return s, nil
 }
 
-func mac(key []byte, parts ...string) []byte {
+// MAC is HMAC-SHA256 over length-prefixed parts.
+func MAC(key []byte, parts ...string) []byte {
 	m := hmac.New(sha256.New, key)
 	for _, p := range parts {
 		// length-prefix each part so that ("ab","c") and ("a","bc") differ
@@ -56,18 +59,42 @@ func mac(key []byte, parts ...string) []byte {
 }
 
 // AuditKey is the key of the audit chain, for the store and for verifiers.
-func (s Secrets) AuditKey() []byte { return s.audit }
+func (s Keys) AuditKey() []byte { return s.audit }
 
-// codeHash binds a support code to its tenant.
-func (s Secrets) codeHash(tenant, code string) []byte { return mac(s.code, tenant, code) }
+// KEK is the key-encryption key of signing keys in storage.
+func (s Keys) KEK() []byte { return s.kek }
 
-// refreshHash is the stored form of a refresh token.
-func (s Secrets) refreshHash(token string) []byte { return mac(s.refresh, token) }
+// CodeHash binds a support code to its tenant; only this is stored.
+func (s Keys) CodeHash(tenant, code string) []byte { return MAC(s.code, tenant, code) }
 
-// LoadRootSecret finds the root secret: the environment variable
+// RefreshHash is the stored form of a refresh token.
+func (s Keys) RefreshHash(token string) []byte { return MAC(s.refresh, token) }
+
+// SealCursor makes an opaque, tenant-bound, tamper-proof page cursor for
+// the row id.
+func (s Keys) SealCursor(tenant string, id int64) string {
+	b := binary.BigEndian.AppendUint64(nil, uint64(id))
+	b = append(b, MAC(s.cursor, tenant, strconv.FormatInt(id, 10))[:16]...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// OpenCursor returns the row id of a cursor sealed for tenant.
+func (s Keys) OpenCursor(tenant, c string) (int64, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) != 24 {
+		return 0, false
+	}
+	id := int64(binary.BigEndian.Uint64(b[:8]))
+	if id <= 0 || !hmac.Equal(b[8:], MAC(s.cursor, tenant, strconv.FormatInt(id, 10))[:16]) {
+		return 0, false
+	}
+	return id, true
+}
+
+// LoadRoot finds the root secret: the environment variable
 // ACTAS_SECRET_KEY, else secretFile, else (SQLite only, when allowCreate)
 // a key file beside the database, created 0600 on first start.
-func LoadRootSecret(envValue, secretFile, createPath string) ([]byte, error) {
+func LoadRoot(envValue, secretFile, createPath string) ([]byte, error) {
 	if envValue != "" {
 		return decodeSecret(envValue, "ACTAS_SECRET_KEY")
 	}

@@ -1,4 +1,4 @@
-package broker
+package upstream
 
 import (
 	"context"
@@ -7,20 +7,21 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/actas/actas/broker/core"
 )
 
 // upstreamAlgs are the JWS algorithms accepted on upstream ID tokens.
 var upstreamAlgs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
-// upstream verifies tokens of one external OIDC issuer with go-oidc. The
+// Issuer verifies tokens of one external OIDC issuer with go-oidc. The
 // provider is discovered lazily, so actas starts while an IdP is down.
-type upstream struct {
+type Issuer struct {
 	issuer   string
 	clientID string
 	client   *http.Client
@@ -31,14 +32,15 @@ type upstream struct {
 	verifier *oidc.IDTokenVerifier
 }
 
-func newUpstream(issuer, clientID string, client *http.Client, now func() time.Time, cooldown time.Duration) *upstream {
-	return &upstream{issuer: issuer, clientID: clientID, client: client, now: now, cooldown: cooldown}
+var _ core.Verifier = (*Issuer)(nil)
+
+// New returns a verifier for ID tokens of issuer meant for clientID; an
+// unknown kid refetches the JWKS at most once per cooldown.
+func New(issuer, clientID string, client *http.Client, now func() time.Time, cooldown time.Duration) *Issuer {
+	return &Issuer{issuer: issuer, clientID: clientID, client: client, now: now, cooldown: cooldown}
 }
 
-// errUpstreamDown means the issuer could not be reached to verify.
-var errUpstreamDown = errors.New("identity provider unreachable")
-
-func (u *upstream) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
+func (u *Issuer) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.verifier != nil {
@@ -48,13 +50,13 @@ func (u *upstream) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, erro
 	defer cancel()
 	p, err := oidc.NewProvider(dctx, u.issuer)
 	if err != nil {
-		return nil, fmt.Errorf("%w: discovery of %s: %v", errUpstreamDown, u.issuer, err)
+		return nil, fmt.Errorf("%w: discovery of %s: %v", core.ErrIdPDown, u.issuer, err)
 	}
 	var meta struct {
 		JWKSURI string `json:"jwks_uri"`
 	}
 	if err := p.Claims(&meta); err != nil || meta.JWKSURI == "" {
-		return nil, fmt.Errorf("%w: %s publishes no jwks_uri", errUpstreamDown, u.issuer)
+		return nil, fmt.Errorf("%w: %s publishes no jwks_uri", core.ErrIdPDown, u.issuer)
 	}
 	ks := &cooldownKeySet{url: meta.JWKSURI, client: u.client, now: u.now, cooldown: u.cooldown}
 	u.verifier = oidc.NewVerifier(u.issuer, ks, &oidc.Config{
@@ -65,22 +67,25 @@ func (u *upstream) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, erro
 	return u.verifier, nil
 }
 
-// verify checks signature, issuer, audience and expiry of an ID token and
-// returns its claims.
-func (u *upstream) verify(ctx context.Context, raw string) (*oidc.IDToken, map[string]any, error) {
+// Issuer returns the issuer URL.
+func (u *Issuer) Issuer() string { return u.issuer }
+
+// Verify checks signature, issuer, audience and expiry of an ID token and
+// returns its identity and claims.
+func (u *Issuer) Verify(ctx context.Context, raw string) (core.Identity, error) {
 	v, err := u.getVerifier(ctx)
 	if err != nil {
-		return nil, nil, err
+		return core.Identity{}, err
 	}
 	tok, err := v.Verify(ctx, raw)
 	if err != nil {
-		return nil, nil, err
+		return core.Identity{}, err
 	}
 	var all map[string]any
 	if err := tok.Claims(&all); err != nil {
-		return nil, nil, err
+		return core.Identity{}, err
 	}
-	return tok, all, nil
+	return core.Identity{Subject: tok.Subject, Issuer: tok.Issuer, Claims: all}, nil
 }
 
 // cooldownKeySet is an oidc.KeySet that refetches the JWKS on an unknown
@@ -143,7 +148,7 @@ func (k *cooldownKeySet) keysFor(ctx context.Context, kid string) ([]jose.JSONWe
 	k.lastFetch = k.now()
 	keys, err := k.fetch(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errUpstreamDown, err)
+		return nil, fmt.Errorf("%w: %v", core.ErrIdPDown, err)
 	}
 	k.keys = keys
 	return keys, nil
@@ -175,48 +180,4 @@ func (k *cooldownKeySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 		}
 	}
 	return out, nil
-}
-
-// unverifiedIssuer reads iss from a JWT without verifying it, only to pick
-// which configured issuer must verify it.
-func unverifiedIssuer(raw string) string {
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 || len(raw) > 16384 {
-		return ""
-	}
-	payload, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{
-		"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
-	if err != nil {
-		return ""
-	}
-	var c struct {
-		Iss string `json:"iss"`
-	}
-	if json.Unmarshal(payload.UnsafePayloadWithoutVerification(), &c) != nil {
-		return ""
-	}
-	return c.Iss
-}
-
-// stringClaim returns a string claim, or "".
-func stringClaim(c map[string]any, name string) string {
-	s, _ := c[name].(string)
-	return s
-}
-
-// stringsClaim returns a claim that is a list of strings or one string.
-func stringsClaim(c map[string]any, name string) []string {
-	switch v := c[name].(type) {
-	case string:
-		return []string{v}
-	case []any:
-		out := make([]string, 0, len(v))
-		for _, e := range v {
-			if s, ok := e.(string); ok {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	return nil
 }

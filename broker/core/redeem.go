@@ -1,0 +1,264 @@
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/actas/actas/broker/audit"
+	"github.com/actas/actas/claims"
+	"github.com/actas/actas/policy"
+	"github.com/actas/actas/storage"
+)
+
+// Issued is a signed access token with its refresh token.
+type Issued struct {
+	AccessToken  string
+	RefreshToken string
+	ExpiresIn    int64
+	Scope        string
+	Claims       *claims.Claims
+	Grant        storage.Grant
+}
+
+// Exchange is an RFC 8693 exchange of a support code (subject) and an
+// engineer's ID token (actor) by a client.
+type Exchange struct {
+	ClientID       string
+	ClientAudience string // the client's own audience, used when Audience is ""
+	Audience       string
+	Tenant         string
+	Code           string
+	ActorToken     string
+	Scope          []string // requested; none means every allowed scope
+}
+
+// Redeem binds the grant of a support code to the engineer and issues an
+// access token and a refresh token. Per RFC 8693 §2.2.2 an invalid or
+// unacceptable subject or actor token is invalid_request: every code
+// failure is the same *Error (no oracle).
+func (s *Service) Redeem(ctx context.Context, x Exchange) (*Issued, error) {
+	if !TenantRE.MatchString(x.Tenant) {
+		return nil, fail(KindInvalid, "tenant is not a valid tenant identifier")
+	}
+	audience := x.ClientAudience
+	if x.Audience != "" {
+		if !s.audiences[x.Audience] {
+			return nil, fail(KindTarget, "audience is not a registered product")
+		}
+		audience = x.Audience
+	}
+	pol := s.policy.Load()
+	if !isDigits(x.Code, pol.Code.Length) {
+		return nil, failf(KindInvalid, "subject_token must be a %d-digit support code", pol.Code.Length)
+	}
+	id, err := s.support.Verify(ctx, x.ActorToken)
+	if err != nil {
+		if errors.Is(err, ErrIdPDown) {
+			s.log.ErrorContext(ctx, "token exchange: support IdP unreachable", "err", err)
+			return nil, &Error{Kind: KindUnavailable, Message: "the support identity provider is unreachable; try again", cause: err}
+		}
+		s.log.InfoContext(ctx, "token exchange: actor token rejected", "err", err)
+		return nil, fail(KindInvalid, "actor_token is not a valid ID token from the support identity provider")
+	}
+	eng := policy.Engineer{
+		Sub: id.Subject, Iss: id.Issuer, Email: StringClaim(id.Claims, "email"),
+		Groups: StringsClaim(id.Claims, s.cfg.SupportIDP.GroupsClaim),
+		MFA:    slices.Contains(StringsClaim(id.Claims, "amr"), "mfa"),
+		Claims: id.Claims,
+	}
+	engActor := audit.Actor{Type: storage.ActorSupportEngineer, ID: eng.Sub, Iss: eng.Iss}
+	engClaims, _ := json.Marshal(id.Claims)
+
+	tn, err := s.store.Tenant(ctx, x.Tenant)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, unavailable(err)
+	}
+	now := s.now()
+	var issued *claims.Claims
+	var refresh string
+	var denied error
+	params := storage.RedeemParams{
+		TenantID: x.Tenant, CodeHash: s.secrets.CodeHash(x.Tenant, x.Code),
+		Engineer: storage.Engineer{Sub: eng.Sub, Iss: eng.Iss, Email: eng.Email, Groups: eng.Groups, MFA: eng.MFA, Claims: engClaims},
+		Now:      now, MaxFailures: pol.Code.MaxFailures, FailureWindow: pol.Code.RedeemWithin,
+		FailureEvent: s.event(engActor, x.Tenant, audit.GrantRedeem, "", audit.Failure, map[string]any{"reason": "no live code matched", "client_id": x.ClientID}),
+		LockoutEvent: s.event(audit.System, x.Tenant, audit.TenantLockout, x.Tenant, audit.Success,
+			map[string]any{"reason": "redemption failure limit reached", "max_failures": pol.Code.MaxFailures, "last_engineer": eng.Sub}),
+	}
+	g, err := s.store.Redeem(ctx, params, func(g storage.Grant) (storage.Issue, error) {
+		ig, err := issuedGrant(&g, policy.Tenant{ID: x.Tenant, SupportAccess: tn.SupportEnabled, AllowNonAdminGrants: tn.AllowNonAdminGrants}, true)
+		if err != nil {
+			return storage.Issue{}, err
+		}
+		d, err := pol.DecideRedeem(eng, ig, now)
+		if err != nil {
+			denied = err
+			return storage.Issue{}, err
+		}
+		scope, err := chooseScope(d.Scopes, x.Scope)
+		if err != nil {
+			denied = err
+			return storage.Issue{}, err
+		}
+		is, cl, rt := s.mint(now, x.ClientID, audience, d.Role, scope, &g, pol)
+		issued, refresh = cl, rt
+		detail := map[string]any{"sub": g.GrantedBy, "act": eng.Sub, "role": d.Role, "client_id": x.ClientID, "audience": audience}
+		is.Events = []storage.AuditEvent{
+			s.event(engActor, x.Tenant, audit.GrantRedeem, g.ID, audit.Success, detail),
+			s.event(engActor, x.Tenant, audit.TokenIssue, cl.Jti, audit.Success, detail),
+		}
+		return is, nil
+	})
+	var rf *storage.RedeemFailure
+	var pd *policy.Denied
+	var se *Error
+	switch {
+	case err == nil:
+	case errors.As(err, &rf):
+		if rf.Lockout {
+			s.log.WarnContext(ctx, "tenant lockout: pending codes voided", "tenant", x.Tenant, "voided", rf.Voided)
+		}
+		return nil, errCode
+	case errors.Is(err, storage.ErrEngineerLocked):
+		return nil, fail(KindLocked, "too many failed redemptions; wait before trying again")
+	case errors.As(denied, &pd):
+		s.appendAudit(ctx, s.event(engActor, x.Tenant, audit.GrantRedeem, "", audit.Denied, map[string]any{"rule": pd.Rule, "reason": pd.Reason}))
+		return nil, &Error{Kind: KindDenied, Message: pd.Reason, Rule: pd.Rule}
+	case errors.As(denied, &se):
+		return nil, se
+	default:
+		return nil, unavailable(err)
+	}
+	return s.sign(issued, refresh, g)
+}
+
+// mint prepares an access token's claims, its storage row and a fresh
+// refresh token. exp never passes the grant's expiry (invariant 1).
+func (s *Service) mint(now time.Time, clientID, audience, role, scope string, g *storage.Grant, pol *policy.Policy) (storage.Issue, *claims.Claims, string) {
+	exp := now.Add(pol.AccessTTL)
+	if g.ExpiresAt.Before(exp) {
+		exp = g.ExpiresAt
+	}
+	cl := &claims.Claims{
+		Iss: s.cfg.Issuer, Sub: g.GrantedBy, Aud: []string{audience}, ClientID: clientID,
+		Exp: exp.Unix(), Iat: now.Unix(), Nbf: now.Unix(), Jti: randomToken(18),
+		Act:    claims.Actor{Sub: g.EngineerSub, Iss: g.EngineerIss, Email: g.EngineerEmail},
+		Tenant: g.TenantID, Roles: []string{role}, Environments: g.Environments, Resources: g.Resources,
+		Scope: scope, GrantID: g.ID, GrantExp: g.ExpiresAt.Unix(), Ticket: g.Ticket,
+	}
+	refresh := "actas_rt_" + randomToken(32)
+	rexp := now.Add(pol.RefreshTTL)
+	if g.ExpiresAt.Before(rexp) {
+		rexp = g.ExpiresAt
+	}
+	return storage.Issue{
+		Token: storage.Token{JTI: cl.Jti, GrantID: g.ID, ClientID: clientID, Audience: audience, Role: role, Scope: scope,
+			IssuedAt: time.Unix(cl.Iat, 0), ExpiresAt: time.Unix(cl.Exp, 0)},
+		Refresh: &storage.RefreshToken{Hash: s.secrets.RefreshHash(refresh), GrantID: g.ID, ClientID: clientID,
+			Audience: audience, Role: role, Scope: scope, IssuedAt: now, ExpiresAt: rexp},
+	}, cl, refresh
+}
+
+// sign signs committed claims. If signing fails the stored token is never
+// delivered, which is harmless.
+func (s *Service) sign(cl *claims.Claims, refresh string, g storage.Grant) (*Issued, error) {
+	tok, err := s.keys.KeySet().Sign(cl)
+	if err != nil {
+		return nil, fmt.Errorf("signing access token of grant %s: %w", g.ID, err)
+	}
+	return &Issued{AccessToken: tok, RefreshToken: refresh, ExpiresIn: cl.Exp - cl.Iat, Scope: cl.Scope, Claims: cl, Grant: g}, nil
+}
+
+// Refresh implements RFC 6749 §6 with rotation: each refresh token works
+// once; presenting a used one ends the grant (RFC 9700 §4.14.2).
+func (s *Service) Refresh(ctx context.Context, clientID, token string, requested []string) (*Issued, error) {
+	pol := s.policy.Load()
+	now := s.now()
+	var issued *claims.Claims
+	var refresh string
+	var denied error
+	reuse := s.event(audit.System, "", audit.GrantRevoke, "", audit.Success,
+		map[string]any{"reason": "refresh_token_reuse", "client_id": clientID})
+	g, err := s.store.Refresh(ctx, s.secrets.RefreshHash(token), clientID, now, reuse,
+		func(g storage.Grant, rt storage.RefreshToken) (storage.Issue, error) {
+			eng, ig, err := decisionInputs(&g, policy.Tenant{ID: g.TenantID, SupportAccess: true}, true)
+			if err != nil {
+				return storage.Issue{}, err
+			}
+			if err := pol.StillAllows(eng, ig, rt.Role, now); err != nil {
+				denied = err
+				return storage.Issue{}, err
+			}
+			// Never wider than before: the old token's scope, narrowed by
+			// today's policy, narrowed by the request.
+			allowed := strings.Fields(narrowScope(rt.Scope, pol.Scopes(rt.Role)))
+			scope, err := chooseScope(allowed, requested)
+			if err != nil {
+				denied = err
+				return storage.Issue{}, err
+			}
+			is, cl, r := s.mint(now, clientID, rt.Audience, rt.Role, scope, &g, pol)
+			issued, refresh = cl, r
+			a := audit.Actor{Type: storage.ActorSupportEngineer, ID: g.EngineerSub, Iss: g.EngineerIss}
+			is.Events = []storage.AuditEvent{s.event(a, g.TenantID, audit.TokenRefresh, cl.Jti, audit.Success,
+				map[string]any{"sub": g.GrantedBy, "act": g.EngineerSub, "grant_id": g.ID, "client_id": clientID})}
+			return is, nil
+		})
+	var pd *policy.Denied
+	var se *Error
+	switch {
+	case err == nil:
+	case errors.Is(err, storage.ErrNotFound):
+		return nil, fail(KindGrant, "the refresh token is invalid, expired or revoked")
+	case errors.As(denied, &pd):
+		return nil, &Error{Kind: KindDenied, Message: pd.Reason, Rule: pd.Rule}
+	case errors.As(denied, &se):
+		return nil, se
+	default:
+		return nil, unavailable(err)
+	}
+	return s.sign(issued, refresh, g)
+}
+
+// chooseScope returns the requested scopes if all are allowed, or all
+// allowed scopes when none were requested (RFC 6749 §3.3).
+func chooseScope(allowed, requested []string) (string, error) {
+	if len(requested) == 0 {
+		return strings.Join(allowed, " "), nil
+	}
+	for _, sc := range requested {
+		if !slices.Contains(allowed, sc) {
+			return "", failf(KindScope, "scope: %q is not granted", sc)
+		}
+	}
+	return strings.Join(requested, " "), nil
+}
+
+// narrowScope keeps the scopes of issued that the policy still allows:
+// tightening a policy narrows live tokens, loosening never widens them.
+func narrowScope(issued string, allowed []string) string {
+	var out []string
+	for _, sc := range strings.Fields(issued) {
+		if slices.Contains(allowed, sc) {
+			out = append(out, sc)
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+func isDigits(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}

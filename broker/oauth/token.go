@@ -1,0 +1,92 @@
+package oauth
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/actas/actas/broker/core"
+	"github.com/actas/actas/broker/httpx"
+)
+
+// tokenResponse is the RFC 8693 §2.2.1 / RFC 6749 §5.1 success response.
+type tokenResponse struct {
+	AccessToken     string `json:"access_token"`
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
+	TokenType       string `json:"token_type"`
+	ExpiresIn       int64  `json:"expires_in"`
+	RefreshToken    string `json:"refresh_token,omitempty"`
+	Scope           string `json:"scope,omitempty"`
+}
+
+func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
+	f, c, ok := h.request(w, r, false)
+	if !ok {
+		return
+	}
+	var is *core.Issued
+	var err error
+	gt := f["grant_type"]
+	switch gt {
+	case GrantTypeTokenExchange:
+		is, err = h.exchange(r.Context(), c, f)
+	case GrantTypeRefreshToken:
+		is, err = h.refresh(r.Context(), c, f)
+	case "":
+		err = ErrInvalidRequest.With(`missing parameter "grant_type"`)
+	default:
+		err = ErrUnsupportedGrantType.With("supported grant types: " + GrantTypeTokenExchange + ", refresh_token")
+		gt = "other"
+	}
+	if err != nil {
+		oe := h.fail(w, r, err)
+		h.exchanges.WithLabelValues(gt, oe.Code).Inc()
+		return
+	}
+	h.exchanges.WithLabelValues(gt, "success").Inc()
+	w.Header().Set("Pragma", "no-cache")
+	httpx.WriteJSON(w, http.StatusOK, tokenResponse{
+		AccessToken: is.AccessToken, IssuedTokenType: TokenTypeAccessToken, TokenType: "Bearer",
+		ExpiresIn: is.ExpiresIn, RefreshToken: is.RefreshToken, Scope: is.Scope,
+	})
+}
+
+// exchange checks the RFC 8693 parameters and redeems the support code.
+func (h *Handler) exchange(ctx context.Context, c *client, f form) (*core.Issued, error) {
+	if oe := f.require("subject_token", "subject_token_type", "actor_token", "actor_token_type", "tenant"); oe != nil {
+		return nil, oe
+	}
+	switch {
+	case f["subject_token_type"] != TokenTypeSupportCode:
+		return nil, ErrInvalidRequest.With("subject_token_type must be " + TokenTypeSupportCode)
+	case f["actor_token_type"] != TokenTypeIDToken:
+		return nil, ErrInvalidRequest.With("actor_token_type must be " + TokenTypeIDToken)
+	case f["requested_token_type"] != "" && f["requested_token_type"] != TokenTypeAccessToken:
+		return nil, ErrInvalidRequest.With("requested_token_type must be " + TokenTypeAccessToken)
+	case f["resource"] != "":
+		return nil, ErrInvalidTarget.With("resource is not supported; use audience")
+	}
+	scope, oe := parseScope(f["scope"])
+	if oe != nil {
+		return nil, oe
+	}
+	return h.core.Redeem(ctx, core.Exchange{
+		ClientID: c.ID, ClientAudience: c.Audience, Audience: f["audience"], Tenant: f["tenant"],
+		Code: f["subject_token"], ActorToken: f["actor_token"], Scope: scope,
+	})
+}
+
+// refresh is RFC 6749 §6; a policy refusal is invalid_grant there.
+func (h *Handler) refresh(ctx context.Context, c *client, f form) (*core.Issued, error) {
+	if oe := f.require("refresh_token"); oe != nil {
+		return nil, oe
+	}
+	scope, oe := parseScope(f["scope"])
+	if oe != nil {
+		return nil, oe
+	}
+	is, err := h.core.Refresh(ctx, c.ID, f["refresh_token"], scope)
+	if ce := core.As(err); ce != nil && ce.Kind == core.KindDenied {
+		return nil, ErrInvalidGrant.With("access denied by policy: " + ce.Message)
+	}
+	return is, err
+}
