@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -144,27 +143,11 @@ func (e *Error) Error() string {
 // Load reads the file at path, applies ACTAS_ overrides from getenv, fills
 // defaults and validates. getenv is injectable for tests; pass os.Getenv.
 func Load(path string, getenv func(string) string) (*Config, error) {
-	data, err := readLimited(path)
+	data, err := strictyaml.ReadFile(path, MaxFileSize)
 	if err != nil {
 		return nil, err
 	}
 	return Parse(path, data, getenv)
-}
-
-func readLimited(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.Size() > MaxFileSize {
-		return nil, fmt.Errorf("%s: file is larger than %d bytes", path, MaxFileSize)
-	}
-	return os.ReadFile(path)
 }
 
 // Parse is Load on bytes already read; name is used in messages.
@@ -246,136 +229,160 @@ func (c *Config) resolveSecrets(getenv func(string) string) {
 // Validate reports every problem with c; an empty result means valid. It
 // reads nothing but getenv (for the secrets a key names).
 func (c *Config) Validate(getenv func(string) string) []string {
-	var probs []string
-	add := func(key, format string, args ...any) {
-		probs = append(probs, key+": "+fmt.Sprintf(format, args...))
-	}
+	var p problems
+	c.validateServer(&p, getenv)
+	c.validateIdPs(&p, getenv)
+	c.validateDelivery(&p)
+	c.validateClients(&p)
+	return p
+}
+
+// problems collects "key: reason" lines.
+type problems []string
+
+func (p *problems) add(key, format string, args ...any) {
+	*p = append(*p, key+": "+fmt.Sprintf(format, args...))
+}
+
+// validateServer checks issuer, listen, storage, policy file, keys and the root secret.
+func (c *Config) validateServer(p *problems, getenv func(string) string) {
 	if c.Issuer == "" {
-		add("issuer", "required")
+		p.add("issuer", "required")
 	} else if err := CheckIssuerURL(c.Issuer); err != nil {
-		add("issuer", "%v", err)
+		p.add("issuer", "%v", err)
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		add("listen", "want host:port, got %q", c.Listen)
+		p.add("listen", "want host:port, got %q", c.Listen)
 	}
 	kind, _, err := StorageKind(c.Storage)
 	if err != nil {
-		add("storage", "%v", err)
+		p.add("storage", "%v", err)
 	}
 	if c.PolicyFile == "" {
-		add("policy_file", "required")
+		p.add("policy_file", "required")
 	}
 	switch c.Keys.Algorithm {
 	case AlgES256, AlgRS256, AlgEdDSA:
 	default:
-		add("keys.algorithm", "must be one of ES256, RS256, EdDSA; got %q", c.Keys.Algorithm)
+		p.add("keys.algorithm", "must be one of ES256, RS256, EdDSA; got %q", c.Keys.Algorithm)
 	}
 	if c.Keys.RotateEvery.Std() < time.Hour {
-		add("keys.rotate_every", "must be at least 1h")
+		p.add("keys.rotate_every", "must be at least 1h")
 	}
 	if kind == "postgres" && getenv(SecretKeyEnv) == "" && c.SecretKeyFile == "" {
-		add("secret_key_file", "PostgreSQL storage needs a shared root secret: set %s or secret_key_file", SecretKeyEnv)
+		p.add("secret_key_file", "PostgreSQL storage needs a shared root secret: set %s or secret_key_file", SecretKeyEnv)
 	}
+}
+
+// validateIdPs checks the support and customer identity providers.
+func (c *Config) validateIdPs(p *problems, getenv func(string) string) {
 	if c.SupportIDP.Issuer == "" {
-		add("support_idp.issuer", "required")
+		p.add("support_idp.issuer", "required")
 	} else if err := checkURL(c.SupportIDP.Issuer); err != nil {
-		add("support_idp.issuer", "%v", err)
+		p.add("support_idp.issuer", "%v", err)
 	}
 	if c.SupportIDP.ClientID == "" {
-		add("support_idp.client_id", "required (the audience of the engineers' ID tokens)")
+		p.add("support_idp.client_id", "required (the audience of the engineers' ID tokens)")
 	}
 	if env := c.SupportIDP.ClientSecretEnv; env != "" && getenv(env) == "" {
-		add("support_idp.client_secret_env", "environment variable %s is empty", env)
+		p.add("support_idp.client_secret_env", "environment variable %s is empty", env)
 	}
 	if len(c.CustomerIDPs) == 0 {
-		add("customer_idps", "at least one customer issuer is required")
+		p.add("customer_idps", "at least one customer issuer is required")
 	}
 	issuers := map[string]bool{}
-	for i, p := range c.CustomerIDPs {
+	for i, idp := range c.CustomerIDPs {
 		key := fmt.Sprintf("customer_idps[%d]", i)
-		if p.Issuer == "" {
-			add(key+".issuer", "required")
-		} else if err := checkURL(p.Issuer); err != nil {
-			add(key+".issuer", "%v", err)
-		} else if issuers[p.Issuer] {
-			add(key+".issuer", "duplicate issuer %q", p.Issuer)
+		if idp.Issuer == "" {
+			p.add(key+".issuer", "required")
+		} else if err := checkURL(idp.Issuer); err != nil {
+			p.add(key+".issuer", "%v", err)
+		} else if issuers[idp.Issuer] {
+			p.add(key+".issuer", "duplicate issuer %q", idp.Issuer)
 		}
-		issuers[p.Issuer] = true
-		if p.Audience == "" {
-			add(key+".audience", "required")
+		issuers[idp.Issuer] = true
+		if idp.Audience == "" {
+			p.add(key+".audience", "required")
 		}
-		if p.TenantClaim == "" {
-			add(key+".tenant_claim", "required")
+		if idp.TenantClaim == "" {
+			p.add(key+".tenant_claim", "required")
 		}
-		if p.RoleClaim == "" {
-			add(key+".role_claim", "required")
+		if idp.RoleClaim == "" {
+			p.add(key+".role_claim", "required")
 		}
 	}
+}
+
+// validateDelivery checks the ticket hook, notifications and retention.
+func (c *Config) validateDelivery(p *problems) {
 	if c.TicketHook.SecretEnv != "" && len(c.TicketHook.Secret) < 32 {
-		add("ticket_hook.secret_env", "environment variable %s must hold a secret of at least 32 bytes", c.TicketHook.SecretEnv)
+		p.add("ticket_hook.secret_env", "environment variable %s must hold a secret of at least 32 bytes", c.TicketHook.SecretEnv)
 	}
 	if age := c.TicketHook.MaxAge.Std(); age < 10*time.Second || age > time.Hour {
-		add("ticket_hook.max_age", "must be between 10s and 1h")
+		p.add("ticket_hook.max_age", "must be between 10s and 1h")
 	}
 	if n := c.Notifications; n.SMTP.Host != "" {
 		if n.SMTP.From == "" {
-			add("notifications.smtp.from", "required")
+			p.add("notifications.smtp.from", "required")
 		}
 		switch n.SMTP.TLS {
 		case "starttls", "implicit":
 		case "none":
 			if !IsLoopback(n.SMTP.Host) {
-				add("notifications.smtp.tls", "none is allowed only for a loopback relay")
+				p.add("notifications.smtp.tls", "none is allowed only for a loopback relay")
 			}
 		default:
-			add("notifications.smtp.tls", "must be starttls, implicit or none")
+			p.add("notifications.smtp.tls", "must be starttls, implicit or none")
 		}
 		if n.SMTP.PasswordEnv != "" && n.SMTP.Password == "" {
-			add("notifications.smtp.password_env", "environment variable %s is empty", n.SMTP.PasswordEnv)
+			p.add("notifications.smtp.password_env", "environment variable %s is empty", n.SMTP.PasswordEnv)
 		}
 	}
 	if n := c.Notifications; n.WebhookSecretEnv != "" && len(n.WebhookSecret) < 32 {
-		add("notifications.webhook_secret_env", "environment variable %s must hold a secret of at least 32 bytes", n.WebhookSecretEnv)
+		p.add("notifications.webhook_secret_env", "environment variable %s must hold a secret of at least 32 bytes", n.WebhookSecretEnv)
 	}
 	for key, d := range map[string]strictyaml.Duration{"retention.engineer_records": c.Retention.EngineerRecords,
 		"retention.archive_grants_after": c.Retention.ArchiveGrantsAfter} {
 		if d.Std() < 24*time.Hour {
-			add(key, "must be at least 1d")
+			p.add(key, "must be at least 1d")
 		}
 	}
 	if d := c.Retention.AuditEvents.Std(); d != 0 && d < 30*24*time.Hour {
-		add("retention.audit_events", "must be 0s (keep forever) or at least 30d")
+		p.add("retention.audit_events", "must be 0s (keep forever) or at least 30d")
 	}
+}
+
+// validateClients checks the registered clients.
+func (c *Config) validateClients(p *problems) {
 	ids := map[string]bool{}
 	for i, cl := range c.Clients {
 		key := fmt.Sprintf("clients[%d]", i)
 		if cl.ID == "" {
-			add(key+".id", "required")
+			p.add(key+".id", "required")
 		} else if ids[cl.ID] {
-			add(key+".id", "duplicate client id %q", cl.ID)
+			p.add(key+".id", "duplicate client id %q", cl.ID)
 		}
 		ids[cl.ID] = true
 		if cl.SecretEnv != "" && len(cl.Secret) < 16 {
-			add(key+".secret_env", "environment variable %s must hold a secret of at least 16 bytes", cl.SecretEnv)
+			p.add(key+".secret_env", "environment variable %s must hold a secret of at least 16 bytes", cl.SecretEnv)
 		}
 		if cl.Audience == "" {
-			add(key+".audience", "required")
+			p.add(key+".audience", "required")
 		}
 		if cl.CanIntrospect && cl.SecretEnv == "" {
-			add(key+".can_introspect", "introspection needs client authentication: set secret_env")
+			p.add(key+".can_introspect", "introspection needs client authentication: set secret_env")
 		}
 		for j, u := range cl.RedirectURIs {
 			if err := checkURL(u); err != nil {
-				add(fmt.Sprintf("%s.redirect_uris[%d]", key, j), "%v", err)
+				p.add(fmt.Sprintf("%s.redirect_uris[%d]", key, j), "%v", err)
 			}
 		}
 		if cl.BackchannelLogoutURI != "" {
 			if err := checkURL(cl.BackchannelLogoutURI); err != nil {
-				add(key+".backchannel_logout_uri", "%v", err)
+				p.add(key+".backchannel_logout_uri", "%v", err)
 			}
 		}
 	}
-	return probs
 }
 
 // StorageKind splits a storage URL into its kind ("sqlite" or "postgres")

@@ -90,6 +90,8 @@ func (p *Policy) DecideGrant(r GrantRequest) (GrantDecision, error) {
 	return d, err
 }
 
+// decideGrant applies every ceiling in the order the trail reports them;
+// one function keeps that order visible, so it is longer than most.
 func (p *Policy) decideGrant(r GrantRequest, trail *[]string) (GrantDecision, error) {
 	if !r.Tenant.SupportAccess {
 		*trail = append(*trail, "tenant support access: off: deny")

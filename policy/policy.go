@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -171,19 +170,11 @@ func (e *Error) Error() string {
 
 // Load reads and parses a policy file.
 func Load(path string) (*Policy, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	data, err := strictyaml.ReadFile(path, MaxFileSize)
+	var tl *strictyaml.TooLargeError
+	if errors.As(err, &tl) {
+		return nil, &Error{File: path, Problems: []Problem{{Line: 1, Column: 1, Msg: fmt.Sprintf("file is %d bytes; the limit is %d", tl.Size, MaxFileSize)}}}
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.Size() > MaxFileSize {
-		return nil, &Error{File: path, Problems: []Problem{{Line: 1, Column: 1, Msg: fmt.Sprintf("file is %d bytes; the limit is %d", st.Size(), MaxFileSize)}}}
-	}
-	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -284,6 +275,18 @@ func (b *builder) build(f *file) *Policy {
 		granterRoles: map[string]bool{},
 		environments: map[string]Environment{},
 	}
+	b.roles(f, pol)
+	b.grants(f, pol)
+	b.environments(f, pol)
+	b.engineers(f, pol)
+	b.tokens(f, pol)
+	b.tickets(f, pol)
+	b.rules(f, pol)
+	return pol
+}
+
+// roles checks the version, the roles (lowest first) and never-grant scopes.
+func (b *builder) roles(f *file, pol *Policy) {
 	if f.Version != 1 {
 		b.fail(p("version"), "version must be 1, got %d", f.Version)
 	}
@@ -313,7 +316,10 @@ func (b *builder) build(f *file) *Policy {
 		}
 		pol.neverGrant[s] = true
 	}
+}
 
+// grants checks grant lifetimes, granter roles and the support code settings.
+func (b *builder) grants(f *file, pol *Policy) {
 	pol.DefaultTTL = b.duration(f.Grants.DefaultTTL, defaultDefaultTTL, p("grants", "default_ttl"))
 	pol.MaxTTL = b.duration(f.Grants.MaxTTL, defaultMaxTTL, p("grants", "max_ttl"))
 	if pol.DefaultTTL > pol.MaxTTL {
@@ -342,7 +348,10 @@ func (b *builder) build(f *file) *Policy {
 		pol.Code.MaxFailures = *m
 	}
 	pol.Code.RedeemWithin = b.duration(f.Grants.Code.RedeemWithin, defaultRedeem, p("grants", "code", "redeem_within"))
+}
 
+// environments checks the environments and their caps.
+func (b *builder) environments(f *file, pol *Policy) {
 	if len(f.Environments) == 0 {
 		b.fail(p("environments"), "environments must list at least one environment")
 	}
@@ -357,7 +366,10 @@ func (b *builder) build(f *file) *Policy {
 		}
 		pol.environments[name] = env
 	}
+}
 
+// engineers checks what engineers must have, and the tiers.
+func (b *builder) engineers(f *file, pol *Policy) {
 	pol.Engineers = EngineerRules{
 		RequireGroups: slices.Clone(f.Engineers.RequireGroups),
 		RequireMFA:    f.Engineers.RequireMFA,
@@ -371,7 +383,10 @@ func (b *builder) build(f *file) *Policy {
 		}
 		pol.Engineers.Tiers = append(pol.Engineers.Tiers, Tier{Groups: slices.Clone(t.Groups), MaxRole: t.MaxRole})
 	}
+}
 
+// tokens checks token lifetimes.
+func (b *builder) tokens(f *file, pol *Policy) {
 	pol.AccessTTL = b.duration(f.Tokens.AccessTTL, defaultAccessTTL, p("tokens", "access_ttl"))
 	pol.RefreshTTL = b.duration(f.Tokens.RefreshTTL, defaultRefreshTTL, p("tokens", "refresh_ttl"))
 	if pol.AccessTTL > 24*time.Hour {
@@ -380,7 +395,10 @@ func (b *builder) build(f *file) *Policy {
 	if pol.RefreshTTL < pol.AccessTTL {
 		b.fail(p("tokens", "refresh_ttl"), "refresh_ttl %s is below access_ttl %s", pol.RefreshTTL, pol.AccessTTL)
 	}
+}
 
+// tickets checks per-severity caps.
+func (b *builder) tickets(f *file, pol *Policy) {
 	pol.SeverityMaxTTL = map[string]time.Duration{}
 	for sev, d := range f.Tickets.SeverityMaxTTL {
 		if !IsSeverity(sev) {
@@ -393,7 +411,10 @@ func (b *builder) build(f *file) *Policy {
 		}
 		pol.SeverityMaxTTL[sev] = v
 	}
+}
 
+// rules compiles the CEL deny rules.
+func (b *builder) rules(f *file, pol *Policy) {
 	seen := map[string]bool{}
 	for i, r := range f.Rules {
 		if !nameRE.MatchString(r.Name) {
@@ -416,7 +437,6 @@ func (b *builder) build(f *file) *Policy {
 		}
 		pol.rules = append(pol.rules, compiled)
 	}
-	return pol
 }
 
 // IsSeverity reports whether s is a ticket severity, S1 (highest) to S4.

@@ -56,23 +56,12 @@ func (s *Service) Redeem(ctx context.Context, x Exchange) (*Issued, error) {
 	if !isDigits(x.Code, pol.Code.Length) {
 		return nil, failf(KindInvalid, "subject_token must be a %d-digit support code", pol.Code.Length)
 	}
-	id, err := s.support.Verify(ctx, x.ActorToken)
+	eng, err := s.verifyEngineer(ctx, x.ActorToken)
 	if err != nil {
-		if errors.Is(err, ErrIdPDown) {
-			s.log.ErrorContext(ctx, "token exchange: support IdP unreachable", "err", err)
-			return nil, &Error{Kind: KindUnavailable, Message: "the support identity provider is unreachable; try again", cause: err}
-		}
-		s.log.InfoContext(ctx, "token exchange: actor token rejected", "err", err)
-		return nil, fail(KindInvalid, "actor_token is not a valid ID token from the support identity provider")
-	}
-	eng := policy.Engineer{
-		Sub: id.Subject, Iss: id.Issuer, Email: StringClaim(id.Claims, "email"),
-		Groups: StringsClaim(id.Claims, s.cfg.SupportIDP.GroupsClaim),
-		MFA:    slices.Contains(StringsClaim(id.Claims, "amr"), "mfa"),
-		Claims: id.Claims,
+		return nil, err
 	}
 	engActor := audit.Actor{Type: storage.ActorSupportEngineer, ID: eng.Sub, Iss: eng.Iss}
-	engClaims, _ := json.Marshal(id.Claims)
+	engClaims, _ := json.Marshal(eng.Claims)
 
 	tn, err := s.store.Tenant(ctx, x.Tenant)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
@@ -114,27 +103,53 @@ func (s *Service) Redeem(ctx context.Context, x Exchange) (*Issued, error) {
 		}
 		return is, nil
 	})
+	if err != nil {
+		return nil, s.redeemFailure(ctx, x.Tenant, engActor, err, denied)
+	}
+	return s.sign(issued, refresh, g)
+}
+
+// verifyEngineer verifies the engineer's ID token at the support IdP and
+// reads what the policy decides on.
+func (s *Service) verifyEngineer(ctx context.Context, token string) (policy.Engineer, error) {
+	id, err := s.support.Verify(ctx, token)
+	if err != nil {
+		if errors.Is(err, ErrIdPDown) {
+			s.log.ErrorContext(ctx, "token exchange: support IdP unreachable", "err", err)
+			return policy.Engineer{}, &Error{Kind: KindUnavailable, Message: "the support identity provider is unreachable; try again", cause: err}
+		}
+		s.log.InfoContext(ctx, "token exchange: actor token rejected", "err", err)
+		return policy.Engineer{}, fail(KindInvalid, "actor_token is not a valid ID token from the support identity provider")
+	}
+	return policy.Engineer{
+		Sub: id.Subject, Iss: id.Issuer, Email: StringClaim(id.Claims, "email"),
+		Groups: StringsClaim(id.Claims, s.cfg.SupportIDP.GroupsClaim),
+		MFA:    slices.Contains(StringsClaim(id.Claims, "amr"), "mfa"),
+		Claims: id.Claims,
+	}, nil
+}
+
+// redeemFailure maps a redemption that issued nothing to the caller's
+// answer: err from storage, denied from the policy inside the transaction.
+func (s *Service) redeemFailure(ctx context.Context, tenant string, eng audit.Actor, err, denied error) error {
 	var rf *storage.RedeemFailure
 	var pd *policy.Denied
 	var se *Error
 	switch {
-	case err == nil:
 	case errors.As(err, &rf):
 		if rf.Lockout {
-			s.log.WarnContext(ctx, "tenant lockout: pending codes voided", "tenant", x.Tenant, "voided", rf.Voided)
+			s.log.WarnContext(ctx, "tenant lockout: pending codes voided", "tenant", tenant, "voided", rf.Voided)
 		}
-		return nil, errCode
+		return errCode
 	case errors.Is(err, storage.ErrEngineerLocked):
-		return nil, fail(KindLocked, "too many failed redemptions; wait before trying again")
+		return fail(KindLocked, "too many failed redemptions; wait before trying again")
 	case errors.As(denied, &pd):
-		s.appendAudit(ctx, s.event(engActor, x.Tenant, audit.GrantRedeem, "", audit.Denied, map[string]any{"rule": pd.Rule, "reason": pd.Reason}))
-		return nil, &Error{Kind: KindDenied, Message: pd.Reason, Rule: pd.Rule}
+		s.appendAudit(ctx, s.event(eng, tenant, audit.GrantRedeem, "", audit.Denied, map[string]any{"rule": pd.Rule, "reason": pd.Reason}))
+		return &Error{Kind: KindDenied, Message: pd.Reason, Rule: pd.Rule}
 	case errors.As(denied, &se):
-		return nil, se
-	default:
-		return nil, unavailable(err)
+		return se
 	}
-	return s.sign(issued, refresh, g)
+	return unavailable(err)
 }
 
 // mint prepares an access token's claims, its storage row and a fresh

@@ -59,6 +59,8 @@ type env struct {
 
 const productSecret = "load-product-secret-0123456789"
 
+// run starts the binary, prepares the mode's data and drives the load
+// runs; the steps are sequential and read best in one place.
 func run(bin, storage, mode string, conns int, duration time.Duration, count, runs, ntokens int) error {
 	dir, err := os.MkdirTemp("", "actas-load-")
 	if err != nil {

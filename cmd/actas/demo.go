@@ -123,6 +123,8 @@ func expect(status, want int, b []byte) error {
 	return nil
 }
 
+// story tells the demo from toggle to revocation, one printed step after
+// another; it is a script, so it stays one function.
 func (d *demo) story(env *devEnv) error {
 	admin := env.customer.Mint("ada", "actas", time.Hour, map[string]any{"org_id": "acme", "role": "admin", "email": "ada@acme.example", "plan": "enterprise"})
 	engineer := env.support.Mint("alice", "actas", time.Hour, map[string]any{"groups": []string{"support"}, "email": "alice@support.example", "amr": []string{"pwd", "mfa"}})

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 	"regexp"
 	"sort"
@@ -219,4 +220,32 @@ func knownKeys(fields map[string]reflect.Type) string {
 	}
 	sort.Strings(keys)
 	return strings.Join(keys, ", ")
+}
+
+// TooLargeError is a file over the size limit of ReadFile.
+type TooLargeError struct {
+	Path        string
+	Size, Limit int64
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%s: file is %d bytes; the limit is %d", e.Path, e.Size, e.Limit)
+}
+
+// ReadFile reads a file of at most limit bytes, refusing a larger one
+// before reading it (*TooLargeError).
+func ReadFile(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > limit {
+		return nil, &TooLargeError{Path: path, Size: st.Size(), Limit: limit}
+	}
+	return io.ReadAll(io.LimitReader(f, limit+1))
 }

@@ -1,0 +1,279 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/actas/actas/storage"
+)
+
+// Tenant returns a tenant's setting.
+func (s *Store) Tenant(ctx context.Context, id string) (storage.Tenant, error) {
+	var t storage.Tenant
+	var at int64
+	err := s.read.QueryRowxContext(ctx, s.read.Rebind(`SELECT id, support_enabled, allow_non_admin_grants, changed_by, changed_at
+		FROM tenants WHERE id = ?`), id).Scan(&t.ID, &t.SupportEnabled, &t.AllowNonAdminGrants, &t.ChangedBy, &at)
+	if err != nil {
+		return storage.Tenant{}, s.mapErr(err)
+	}
+	t.ChangedAt = fromMicro(at)
+	return t, nil
+}
+
+// SetSupportAccess upserts the tenant and, when turning support off, ends
+// every live grant of the tenant with its tokens.
+func (s *Store) SetSupportAccess(ctx context.Context, t storage.Tenant, ev storage.AuditEvent) (int, error) {
+	var ended int64
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		ended = 0
+		if _, err := s.exec(ctx, tx, `INSERT INTO tenants (id, support_enabled, allow_non_admin_grants, changed_by, changed_at)
+			VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET support_enabled = excluded.support_enabled,
+				allow_non_admin_grants = excluded.allow_non_admin_grants,
+				changed_by = excluded.changed_by, changed_at = excluded.changed_at`,
+			t.ID, t.SupportEnabled, t.AllowNonAdminGrants, t.ChangedBy, micro(t.ChangedAt)); err != nil {
+			return err
+		}
+		if !t.SupportEnabled {
+			n, err := s.endTenantGrants(ctx, tx, t.ID, t.ChangedAt, t.ChangedBy, "support_access_disabled")
+			if err != nil {
+				return err
+			}
+			ended = n
+		}
+		return s.insertAudit(ctx, tx, ev)
+	})
+	return int(ended), err
+}
+
+// endTenantGrants revokes every unrevoked grant of a tenant that has not
+// expired, its tokens and refresh tokens, and voids its pending codes.
+func (s *Store) endTenantGrants(ctx context.Context, tx *sqlx.Tx, tenant string, at time.Time, by, reason string) (int64, error) {
+	n, err := s.exec(ctx, tx, `UPDATE grants SET revoked_at = ?, revoked_by = ?, revoke_reason = ?, code_hash = NULL
+		WHERE tenant_id = ? AND revoked_at IS NULL AND expires_at > ?`, micro(at), by, reason, tenant, micro(at))
+	if err != nil {
+		return 0, err
+	}
+	if _, err := s.exec(ctx, tx, `UPDATE grants SET code_hash = NULL WHERE tenant_id = ? AND code_hash IS NOT NULL`, tenant); err != nil {
+		return 0, err
+	}
+	for _, table := range []string{"tokens", "refresh_tokens"} {
+		if _, err := s.exec(ctx, tx, `UPDATE `+table+` SET revoked_at = ?
+			WHERE revoked_at IS NULL AND grant_id IN (SELECT id FROM grants WHERE tenant_id = ?)`, micro(at), tenant); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// CreateGrant stores a grant if the tenant's support access is on.
+func (s *Store) CreateGrant(ctx context.Context, g storage.Grant, ev storage.AuditEvent) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		var enabled bool
+		err := s.queryRow(ctx, tx, `SELECT support_enabled FROM tenants WHERE id = ?`+s.f.forShare, g.TenantID).Scan(&enabled)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && !enabled) {
+			return storage.ErrSupportOff
+		}
+		if err != nil {
+			return s.mapErr(err)
+		}
+		claims := string(g.GranterClaims)
+		if claims == "" {
+			claims = "{}"
+		}
+		if _, err := s.exec(ctx, tx, `INSERT INTO grants (id, tenant_id, role, environments, resources, ticket, ticket_system, ticket_severity,
+			granted_by, granted_by_iss, granter_role, granter_claims, created_at, expires_at, code_hash, code_expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			g.ID, g.TenantID, g.Role, jsonList(g.Environments), jsonList(g.Resources), g.Ticket, g.TicketSystem, g.TicketSeverity,
+			g.GrantedBy, g.GrantedByIss, g.GranterRole, claims, micro(g.CreatedAt), micro(g.ExpiresAt),
+			g.CodeHash, micro(g.CodeExpiresAt)); err != nil {
+			return err
+		}
+		return s.insertAudit(ctx, tx, ev)
+	})
+}
+
+const grantCols = `g.id, g.tenant_id, g.role, g.environments, g.resources, g.ticket, g.granted_by, g.granted_by_iss,
+	g.granter_role, g.granter_claims, g.created_at, g.expires_at, g.code_hash, g.code_expires_at, g.redeemed_at,
+	g.engineer_sub, g.engineer_iss, g.engineer_email, g.revoked_at, g.revoked_by, g.revoke_reason,
+	g.engineer_groups, g.engineer_mfa, g.engineer_claims, g.ticket_system, g.ticket_severity`
+
+type scanner interface{ Scan(dest ...any) error }
+
+// grantDest returns scan destinations for grantCols and a finish function
+// that converts them into g.
+func grantDest(g *storage.Grant) ([]any, func() error) {
+	var envs, res, claims, engGroups, engClaims string
+	var created, expires, codeExp int64
+	var redeemed, revoked sql.NullInt64
+	dest := []any{&g.ID, &g.TenantID, &g.Role, &envs, &res, &g.Ticket, &g.GrantedBy, &g.GrantedByIss,
+		&g.GranterRole, &claims, &created, &expires, &g.CodeHash, &codeExp, &redeemed,
+		&g.EngineerSub, &g.EngineerIss, &g.EngineerEmail, &revoked, &g.RevokedBy, &g.RevokeReason,
+		&engGroups, &g.EngineerMFA, &engClaims, &g.TicketSystem, &g.TicketSeverity}
+	return dest, func() error {
+		var err error
+		if g.EngineerGroups, err = parseList(engGroups); err != nil {
+			return err
+		}
+		g.EngineerClaims = []byte(engClaims)
+		if g.Environments, err = parseList(envs); err != nil {
+			return err
+		}
+		if g.Resources, err = parseList(res); err != nil {
+			return err
+		}
+		g.GranterClaims = []byte(claims)
+		g.CreatedAt, g.ExpiresAt, g.CodeExpiresAt = fromMicro(created), fromMicro(expires), fromMicro(codeExp)
+		g.RedeemedAt, g.RevokedAt = fromNull(redeemed), fromNull(revoked)
+		return nil
+	}
+}
+
+func (s *Store) scanGrant(row scanner) (storage.Grant, error) {
+	var g storage.Grant
+	dest, finish := grantDest(&g)
+	if err := row.Scan(dest...); err != nil {
+		return storage.Grant{}, s.mapErr(err)
+	}
+	return g, finish()
+}
+
+// Grant returns one grant of a tenant.
+func (s *Store) Grant(ctx context.Context, tenantID, id string) (storage.Grant, error) {
+	return s.scanGrant(s.read.QueryRowxContext(ctx, s.read.Rebind(`SELECT `+grantCols+` FROM grants g WHERE g.tenant_id = ? AND g.id = ?`), tenantID, id))
+}
+
+// Grants lists grants, newest first.
+func (s *Store) Grants(ctx context.Context, f storage.GrantFilter) ([]storage.Grant, error) {
+	q := `SELECT ` + grantCols + ` FROM grants g WHERE g.tenant_id = ?`
+	args := []any{f.TenantID}
+	if f.GrantedBy != "" {
+		q += ` AND g.granted_by = ?`
+		args = append(args, f.GrantedBy)
+	}
+	now := micro(f.Now)
+	const live = `(g.revoked_at IS NULL AND g.expires_at > ? AND (g.redeemed_at IS NOT NULL OR g.code_expires_at > ?))`
+	switch f.Status {
+	case "active":
+		q += ` AND ` + live
+		args = append(args, now, now)
+	case "inactive":
+		q += ` AND NOT ` + live
+		args = append(args, now, now)
+	case "all", "":
+	default:
+		return nil, fmt.Errorf("sqlstore: unknown status filter %q", f.Status)
+	}
+	limit := f.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
+	}
+	q += fmt.Sprintf(` ORDER BY g.created_at DESC, g.id DESC LIMIT %d`, limit)
+	rows, err := s.read.QueryxContext(ctx, s.read.Rebind(q), args...)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	defer rows.Close()
+	var out []storage.Grant
+	for rows.Next() {
+		g, err := s.scanGrant(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, s.mapErr(rows.Err())
+}
+
+// RevokeGrant ends a grant, its tokens and refresh tokens.
+func (s *Store) RevokeGrant(ctx context.Context, tenantID, id string, at time.Time, by, reason string, ev storage.AuditEvent) (bool, error) {
+	var changed bool
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		var err error
+		changed, err = s.revokeGrantTx(ctx, tx, tenantID, id, at, by, reason)
+		if err != nil || !changed {
+			return err
+		}
+		return s.insertAudit(ctx, tx, ev)
+	})
+	return changed, err
+}
+
+func (s *Store) revokeGrantTx(ctx context.Context, tx *sqlx.Tx, tenantID, id string, at time.Time, by, reason string) (bool, error) {
+	n, err := s.exec(ctx, tx, `UPDATE grants SET revoked_at = ?, revoked_by = ?, revoke_reason = ?, code_hash = NULL
+		WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL`, micro(at), by, reason, tenantID, id)
+	if err != nil {
+		return false, err
+	}
+	if n == 0 {
+		var one int
+		if err := tx.GetContext(ctx, &one, tx.Rebind(`SELECT 1 FROM grants WHERE tenant_id = ? AND id = ?`), tenantID, id); err != nil {
+			return false, s.mapErr(err)
+		}
+		return false, nil
+	}
+	for _, table := range []string{"tokens", "refresh_tokens"} {
+		if _, err := s.exec(ctx, tx, `UPDATE `+table+` SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL`, micro(at), id); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// TicketUpdate applies a ticket status change; see storage.Store.
+func (s *Store) TicketUpdate(ctx context.Context, u storage.TicketUpdate) ([]string, error) {
+	var ended []string
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		ended = nil
+		if _, err := s.exec(ctx, tx, `DELETE FROM hook_replays WHERE expires_at < ?`, micro(u.Now)); err != nil {
+			return err
+		}
+		if _, err := s.exec(ctx, tx, `INSERT INTO hook_replays (signature, expires_at) VALUES (?, ?)`, u.ReplayKey, micro(u.ReplayUntil)); err != nil {
+			return err
+		}
+		if u.End {
+			q := `SELECT id, granted_by, engineer_sub FROM grants WHERE tenant_id = ? AND ticket = ? AND revoked_at IS NULL AND expires_at > ?`
+			args := []any{u.TenantID, u.TicketID, micro(u.Now)}
+			if u.System != "" {
+				q += ` AND ticket_system = ?`
+				args = append(args, u.System)
+			}
+			var rows []struct {
+				ID  string `db:"id"`
+				Sub string `db:"granted_by"`
+				Act string `db:"engineer_sub"`
+			}
+			if err := tx.SelectContext(ctx, &rows, tx.Rebind(q+` ORDER BY id`), args...); err != nil {
+				return s.mapErr(err)
+			}
+			for _, g := range rows {
+				if _, err := s.revokeGrantTx(ctx, tx, u.TenantID, g.ID, u.Now, "system", u.Reason); err != nil {
+					return err
+				}
+				ev := u.GrantEvent
+				ev.Target = g.ID
+				ev.Detail = mergeDetail(ev.Detail, map[string]any{"sub": g.Sub, "act": g.Act})
+				if err := s.insertAudit(ctx, tx, ev); err != nil {
+					return err
+				}
+				ended = append(ended, g.ID)
+			}
+		}
+		ev := u.Event
+		ev.Detail = mergeDetail(ev.Detail, map[string]any{"ended_grants": nonNilList(ended)})
+		return s.insertAudit(ctx, tx, ev)
+	})
+	return ended, err
+}
+
+func nonNilList(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
+}

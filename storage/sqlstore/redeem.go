@@ -1,0 +1,312 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/actas/actas/storage"
+)
+
+const (
+	scopeTenant   = "tenant"
+	scopeEngineer = "engineer"
+)
+
+// Redeem consumes a code with one conditional update; see storage.Store.
+// On SQLite, concurrent redemptions are group-committed by the batcher.
+func (s *Store) Redeem(ctx context.Context, p storage.RedeemParams, issue func(storage.Grant) (storage.Issue, error)) (storage.Grant, error) {
+	if s.batch == nil {
+		var g storage.Grant
+		var result error
+		err := s.tx(ctx, func(tx *sqlx.Tx) error {
+			g, result = s.redeemInTx(ctx, tx, p, issue, false)
+			var rf *refusal
+			if errors.As(result, &rf) {
+				return result // roll the whole transaction back
+			}
+			return abortOn(result)
+		})
+		var rf *refusal
+		if errors.As(err, &rf) {
+			return storage.Grant{}, rf.err
+		}
+		if err != nil {
+			return storage.Grant{}, err
+		}
+		return g, result
+	}
+	job := &redeemJob{p: p, issue: issue, done: make(chan redeemResult, 1)}
+	select {
+	case s.batch <- job:
+	case <-s.stop:
+		return storage.Grant{}, fmt.Errorf("%w: store closed", storage.ErrUnavailable)
+	case <-ctx.Done():
+		return storage.Grant{}, ctx.Err()
+	}
+	r := <-job.done // a batch ends within the busy timeout; its outcome must be reported
+	return r.g, r.err
+}
+
+// abortOn says which per-redemption outcomes must roll back the whole
+// transaction: storage failures. Failures to redeem and refusals by issue
+// are outcomes, not aborts.
+func abortOn(err error) error {
+	var rf *storage.RedeemFailure
+	switch {
+	case err == nil, errors.As(err, &rf), errors.Is(err, storage.ErrEngineerLocked):
+		return nil
+	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, storage.ErrAlreadyExists):
+		return err
+	}
+	return nil // issue refused: its savepoint (or the whole tx) is rolled back by redeemInTx
+}
+
+// refusal carries issue's error out of a transaction that must roll back.
+type refusal struct{ err error }
+
+func (r *refusal) Error() string { return r.err.Error() }
+
+type redeemJob struct {
+	p     storage.RedeemParams
+	issue func(storage.Grant) (storage.Issue, error)
+	done  chan redeemResult
+}
+
+type redeemResult struct {
+	g   storage.Grant
+	err error
+}
+
+// maxBatch bounds one group commit.
+const maxBatch = 64
+
+// runBatcher group-commits redemptions on SQLite: it takes every queued
+// redemption (up to maxBatch), runs each in its own savepoint inside one
+// transaction and commits once, so one fsync serves the whole batch. It
+// stops when the store closes.
+func (s *Store) runBatcher() {
+	defer close(s.batchDone)
+	for {
+		var first *redeemJob
+		select {
+		case first = <-s.batch:
+		case <-s.stop:
+			return
+		}
+		jobs := []*redeemJob{first}
+	drain:
+		for len(jobs) < maxBatch {
+			select {
+			case j := <-s.batch:
+				jobs = append(jobs, j)
+			default:
+				break drain
+			}
+		}
+		s.runBatch(jobs)
+	}
+}
+
+func (s *Store) runBatch(jobs []*redeemJob) {
+	ctx := context.Background() // one client's cancellation must not fail the others
+	results := make([]redeemResult, len(jobs))
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		for i, j := range jobs {
+			g, err := s.redeemInTx(ctx, tx, j.p, j.issue, true)
+			if abort := abortOn(err); abort != nil {
+				return abort
+			}
+			results[i] = redeemResult{g, err}
+		}
+		return nil
+	})
+	for i, j := range jobs {
+		if err != nil {
+			results[i] = redeemResult{err: err}
+		}
+		j.done <- results[i]
+	}
+}
+
+// redeemInTx is one redemption inside tx. With savepoint, a refusal by
+// issue rolls back only this redemption's statements. The lockout check,
+// the conditional update, failure counting and the issue callback share
+// the savepoint's lifetime, so they stay in one function.
+func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemParams, issue func(storage.Grant) (storage.Issue, error), savepoint bool) (storage.Grant, error) {
+	var g storage.Grant
+	engineerKey := p.Engineer.Iss + " " + p.Engineer.Sub // issuer URLs hold no spaces
+	windowStart := micro(p.Now.Add(-p.FailureWindow))
+	var count int
+	var start int64
+	err := s.queryRow(ctx, tx, `SELECT count, window_start FROM redeem_failures WHERE scope = ? AND subject = ?`,
+		scopeEngineer, engineerKey).Scan(&count, &start)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return g, s.mapErr(err)
+	}
+	if err == nil && count >= p.MaxFailures && start > windowStart {
+		return g, storage.ErrEngineerLocked
+	}
+	if savepoint {
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT redeem"); err != nil {
+			return g, s.mapErr(err)
+		}
+	}
+	release := func(keep bool) error {
+		if !savepoint {
+			return nil
+		}
+		if !keep {
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO redeem"); err != nil {
+				return s.mapErr(err)
+			}
+		}
+		_, err := tx.ExecContext(ctx, "RELEASE redeem")
+		return s.mapErr(err)
+	}
+
+	now := micro(p.Now)
+	dest, finish := grantDest(&g)
+	engClaims := string(p.Engineer.Claims)
+	if engClaims == "" {
+		engClaims = "{}"
+	}
+	err = s.queryRow(ctx, tx, `UPDATE grants SET code_hash = NULL, redeemed_at = ?,
+			engineer_sub = ?, engineer_iss = ?, engineer_email = ?,
+			engineer_groups = ?, engineer_mfa = ?, engineer_claims = ?
+		WHERE tenant_id = ? AND code_hash = ? AND redeemed_at IS NULL AND revoked_at IS NULL
+			AND code_expires_at > ? AND expires_at > ?
+			AND EXISTS (SELECT 1 FROM tenants n WHERE n.id = grants.tenant_id AND n.support_enabled)
+		RETURNING `+strings.ReplaceAll(grantCols, "g.", ""),
+		now, p.Engineer.Sub, p.Engineer.Iss, p.Engineer.Email, jsonList(p.Engineer.Groups), p.Engineer.MFA, engClaims,
+		p.TenantID, p.CodeHash, now, now).Scan(dest...)
+	if errors.Is(err, sql.ErrNoRows) {
+		failure, err := s.countFailure(ctx, tx, p, engineerKey, windowStart)
+		if err != nil {
+			return g, err
+		}
+		if err := release(true); err != nil {
+			return g, err
+		}
+		return storage.Grant{}, failure
+	}
+	if err != nil {
+		return g, s.mapErr(err)
+	}
+	if err := finish(); err != nil {
+		return g, err
+	}
+	is, ierr := issue(g)
+	if ierr == nil {
+		ierr = s.writeIssue(ctx, tx, is)
+		if errors.Is(ierr, storage.ErrUnavailable) || errors.Is(ierr, storage.ErrAlreadyExists) {
+			return g, ierr
+		}
+	}
+	if ierr != nil {
+		if !savepoint {
+			return storage.Grant{}, &refusal{ierr}
+		}
+		if err := release(false); err != nil {
+			return g, err
+		}
+		return storage.Grant{}, ierr
+	}
+	if err := release(true); err != nil {
+		return g, err
+	}
+	return g, nil
+}
+
+// countFailure records a failed redemption for the engineer and the tenant
+// (if it exists); at the tenant's limit it voids every pending code.
+func (s *Store) countFailure(ctx context.Context, tx *sqlx.Tx, p storage.RedeemParams, engineerKey string, windowStart int64) (*storage.RedeemFailure, error) {
+	f := &storage.RedeemFailure{}
+	if _, err := s.bump(ctx, tx, scopeEngineer, engineerKey, p.Now, windowStart); err != nil {
+		return nil, err
+	}
+	var one int
+	err := tx.GetContext(ctx, &one, tx.Rebind(`SELECT 1 FROM tenants WHERE id = ?`), p.TenantID)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, s.mapErr(err)
+	}
+	if err == nil {
+		n, err := s.bump(ctx, tx, scopeTenant, p.TenantID, p.Now, windowStart)
+		if err != nil {
+			return nil, err
+		}
+		if n >= p.MaxFailures {
+			voided, err := s.exec(ctx, tx, `UPDATE grants SET code_hash = NULL, revoked_at = ?, revoked_by = 'system', revoke_reason = 'lockout'
+				WHERE tenant_id = ? AND code_hash IS NOT NULL`, micro(p.Now), p.TenantID)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := s.exec(ctx, tx, `DELETE FROM redeem_failures WHERE scope = ? AND subject = ?`, scopeTenant, p.TenantID); err != nil {
+				return nil, err
+			}
+			f.Lockout, f.Voided = true, int(voided)
+		}
+	}
+	if err := s.insertAudit(ctx, tx, p.FailureEvent); err != nil {
+		return nil, err
+	}
+	if f.Lockout {
+		ev := p.LockoutEvent
+		ev.Detail = mergeDetail(ev.Detail, map[string]any{"voided_codes": f.Voided})
+		if err := s.insertAudit(ctx, tx, ev); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+func mergeDetail(detail []byte, extra map[string]any) []byte {
+	m := map[string]any{}
+	if len(detail) > 0 {
+		_ = json.Unmarshal(detail, &m)
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// bump increments a failure counter, restarting it when its window has
+// passed, and returns the new count.
+func (s *Store) bump(ctx context.Context, tx *sqlx.Tx, scope, subject string, now time.Time, windowStart int64) (int, error) {
+	var n int
+	err := s.queryRow(ctx, tx, `INSERT INTO redeem_failures (scope, subject, count, window_start) VALUES (?, ?, 1, ?)
+		ON CONFLICT (scope, subject) DO UPDATE SET
+			count = CASE WHEN redeem_failures.window_start <= ? THEN 1 ELSE redeem_failures.count + 1 END,
+			window_start = CASE WHEN redeem_failures.window_start <= ? THEN excluded.window_start ELSE redeem_failures.window_start END
+		RETURNING count`, scope, subject, micro(now), windowStart, windowStart).Scan(&n)
+	return n, s.mapErr(err)
+}
+
+func (s *Store) writeIssue(ctx context.Context, tx *sqlx.Tx, is storage.Issue) error {
+	t := is.Token
+	if _, err := s.exec(ctx, tx, `INSERT INTO tokens (jti, grant_id, client_id, audience, role, scope, issued_at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, t.JTI, t.GrantID, t.ClientID, t.Audience, t.Role, t.Scope,
+		micro(t.IssuedAt), micro(t.ExpiresAt)); err != nil {
+		return err
+	}
+	if r := is.Refresh; r != nil {
+		if _, err := s.exec(ctx, tx, `INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, role, scope, issued_at, expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, r.Hash, r.GrantID, r.ClientID, r.Audience, r.Role, r.Scope, micro(r.IssuedAt), micro(r.ExpiresAt)); err != nil {
+			return err
+		}
+	}
+	for _, ev := range is.Events {
+		if err := s.insertAudit(ctx, tx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/actas/actas/storage"
+)
+
+const refreshCols = `r.hash, r.grant_id, r.client_id, r.audience, r.role, r.scope, r.issued_at, r.expires_at, r.used_at, r.revoked_at`
+
+func scanRefresh(row scanner, r *storage.RefreshToken, more ...any) error {
+	var issued, expires int64
+	var used, revoked sql.NullInt64
+	if err := row.Scan(append([]any{&r.Hash, &r.GrantID, &r.ClientID, &r.Audience, &r.Role, &r.Scope, &issued, &expires, &used, &revoked}, more...)...); err != nil {
+		return err
+	}
+	r.IssuedAt, r.ExpiresAt, r.UsedAt, r.RevokedAt = fromMicro(issued), fromMicro(expires), fromNull(used), fromNull(revoked)
+	return nil
+}
+
+// Refresh consumes a refresh token once; see storage.Store.
+func (s *Store) Refresh(ctx context.Context, hash []byte, clientID string, now time.Time, reuse storage.AuditEvent, issue func(storage.Grant, storage.RefreshToken) (storage.Issue, error)) (storage.Grant, error) {
+	var g storage.Grant
+	reused := false
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		reused = false
+		var r storage.RefreshToken
+		err := scanRefresh(s.queryRow(ctx, tx, `UPDATE refresh_tokens SET used_at = ?
+			WHERE hash = ? AND client_id = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?
+			RETURNING `+strings.ReplaceAll(refreshCols, "r.", ""), micro(now), hash, clientID, micro(now)), &r)
+		if errors.Is(err, sql.ErrNoRows) {
+			// A used token presented again: the family is compromised.
+			var grantID, tenantID, sub, act string
+			err := s.queryRow(ctx, tx, `SELECT r.grant_id, g.tenant_id, g.granted_by, g.engineer_sub FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id
+				WHERE r.hash = ? AND r.client_id = ? AND r.used_at IS NOT NULL`, hash, clientID).Scan(&grantID, &tenantID, &sub, &act)
+			if errors.Is(err, sql.ErrNoRows) {
+				return storage.ErrNotFound
+			}
+			if err != nil {
+				return s.mapErr(err)
+			}
+			changed, err := s.revokeGrantTx(ctx, tx, tenantID, grantID, now, "system", "refresh_token_reuse")
+			if err != nil {
+				return err
+			}
+			if changed {
+				ev := reuse
+				ev.TenantID, ev.Target = tenantID, grantID
+				ev.Detail = mergeDetail(ev.Detail, map[string]any{"sub": sub, "act": act})
+				if err := s.insertAudit(ctx, tx, ev); err != nil {
+					return err
+				}
+			}
+			reused = true
+			return nil
+		}
+		if err != nil {
+			return s.mapErr(err)
+		}
+		g, err = s.scanGrant(s.queryRow(ctx, tx, `SELECT `+grantCols+` FROM grants g JOIN tenants n ON n.id = g.tenant_id
+			WHERE g.id = ? AND g.revoked_at IS NULL AND g.expires_at > ? AND n.support_enabled`, r.GrantID, micro(now)))
+		if err != nil {
+			return err
+		}
+		is, err := issue(g, r)
+		if err != nil {
+			return err
+		}
+		return s.writeIssue(ctx, tx, is)
+	})
+	if err != nil {
+		return storage.Grant{}, err
+	}
+	if reused {
+		return storage.Grant{}, storage.ErrNotFound
+	}
+	return g, nil
+}
+
+// RefreshGrant returns a refresh token and its grant.
+func (s *Store) RefreshGrant(ctx context.Context, hash []byte) (storage.RefreshToken, storage.Grant, error) {
+	var r storage.RefreshToken
+	var g storage.Grant
+	dest, finish := grantDest(&g)
+	err := scanRefresh(s.read.QueryRowxContext(ctx, s.read.Rebind(`SELECT `+refreshCols+`, `+grantCols+`
+		FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = ?`), hash), &r, dest...)
+	if err != nil {
+		return r, g, s.mapErr(err)
+	}
+	return r, g, finish()
+}
+
+const tokenCols = `t.jti, t.grant_id, t.client_id, t.audience, t.role, t.scope, t.issued_at, t.expires_at, t.revoked_at, t.first_used_at`
+
+// TokenState reads a token with its grant and tenant toggle in one query.
+func (s *Store) TokenState(ctx context.Context, jti string) (storage.TokenState, error) {
+	var st storage.TokenState
+	t := &st.Token
+	var issued, expires int64
+	var revoked, firstUsed sql.NullInt64
+	gdest, finish := grantDest(&st.Grant)
+	dest := append([]any{&t.JTI, &t.GrantID, &t.ClientID, &t.Audience, &t.Role, &t.Scope, &issued, &expires, &revoked, &firstUsed}, gdest...)
+	dest = append(dest, &st.TenantEnabled, &st.AllowNonAdminGrants)
+	if err := s.tokenState.QueryRowxContext(ctx, jti).Scan(dest...); err != nil {
+		return storage.TokenState{}, s.mapErr(err)
+	}
+	t.IssuedAt, t.ExpiresAt, t.RevokedAt, t.FirstUsedAt = fromMicro(issued), fromMicro(expires), fromNull(revoked), fromNull(firstUsed)
+	return st, finish()
+}
+
+// MarkTokenUsed records a token's first active introspection.
+func (s *Store) MarkTokenUsed(ctx context.Context, jti string, at time.Time, ev storage.AuditEvent) (bool, error) {
+	var changed bool
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		n, err := s.exec(ctx, tx, `UPDATE tokens SET first_used_at = ? WHERE jti = ? AND first_used_at IS NULL`, micro(at), jti)
+		if err != nil {
+			return err
+		}
+		if changed = n > 0; !changed {
+			return nil
+		}
+		return s.insertAudit(ctx, tx, ev)
+	})
+	return changed, err
+}
+
+// RevokeToken revokes one access token.
+func (s *Store) RevokeToken(ctx context.Context, jti string, at time.Time, ev storage.AuditEvent) (bool, error) {
+	var changed bool
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		n, err := s.exec(ctx, tx, `UPDATE tokens SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL`, micro(at), jti)
+		if err != nil {
+			return err
+		}
+		changed = n > 0
+		if !changed {
+			return nil
+		}
+		return s.insertAudit(ctx, tx, ev)
+	})
+	return changed, err
+}

@@ -1,0 +1,320 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/actas/actas/broker/audit"
+	"github.com/actas/actas/storage"
+)
+
+func testKeys(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	k := storage.SigningKey{ID: "k1", Algorithm: "ES256", PrivateSealed: []byte{1, 2, 3}, PublicJWK: []byte(`{"kty":"EC"}`), State: storage.KeyCurrent, CreatedAt: t0, ActivatedAt: t0}
+	if err := s.AddSigningKey(ctx, k, ev("", "key.create")); err != nil {
+		t.Fatal(err)
+	}
+	k2 := k
+	k2.ID = "k2"
+	if err := s.AddSigningKey(ctx, k2, ev("", "key.create")); !errors.Is(err, storage.ErrAlreadyExists) {
+		t.Fatalf("second current key: got %v, want ErrAlreadyExists", err)
+	}
+	keys, err := s.SigningKeys(ctx)
+	if err != nil || len(keys) != 1 || keys[0].ID != "k1" || string(keys[0].PrivateSealed) != "\x01\x02\x03" || !keys[0].ActivatedAt.Equal(t0) || !keys[0].RetireAt.IsZero() {
+		t.Fatalf("keys = %+v, %v", keys, err)
+	}
+}
+
+func auditCount(t *testing.T, s storage.Store, tenant, action string) int {
+	t.Helper()
+	evs, err := s.Audit(context.Background(), storage.AuditFilter{TenantID: tenant, Action: action, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(evs)
+}
+
+func testAudit(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	for i := 0; i < 5; i++ {
+		e := ev("acme", "grant.create")
+		e.Time = t0.Add(time.Duration(i) * time.Minute)
+		if i%2 == 0 {
+			e.ActorType = storage.ActorTenantAdmin
+		}
+		e.Detail = []byte(fmt.Sprintf(`{"i":%d}`, i))
+		if err := s.AppendAudit(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.AppendAudit(ctx, ev("other", "grant.create"))
+	all, err := s.Audit(ctx, storage.AuditFilter{TenantID: "acme"})
+	if err != nil || len(all) != 5 || string(all[0].Detail) != `{"i":4}` {
+		t.Fatalf("audit = %d events (%v), newest first expected", len(all), err)
+	}
+	admins, _ := s.Audit(ctx, storage.AuditFilter{TenantID: "acme", ActorType: storage.ActorTenantAdmin})
+	if len(admins) != 3 {
+		t.Fatalf("actor filter: %d", len(admins))
+	}
+	window, _ := s.Audit(ctx, storage.AuditFilter{TenantID: "acme", Since: t0.Add(time.Minute), Until: t0.Add(3 * time.Minute)})
+	if len(window) != 2 {
+		t.Fatalf("time filter: %d", len(window))
+	}
+	page1, _ := s.Audit(ctx, storage.AuditFilter{TenantID: "acme", Limit: 2})
+	page2, _ := s.Audit(ctx, storage.AuditFilter{TenantID: "acme", Limit: 2, BeforeID: page1[1].ID})
+	if len(page1) != 2 || len(page2) != 2 || page2[0].ID >= page1[1].ID {
+		t.Fatalf("pagination broken: %v %v", page1, page2)
+	}
+}
+
+func testRotate(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	key := func(id, state string) storage.SigningKey {
+		return storage.SigningKey{ID: id, Algorithm: "ES256", PrivateSealed: []byte{1}, PublicJWK: []byte(`{}`), State: state, CreatedAt: t0, ActivatedAt: t0}
+	}
+	if err := s.AddSigningKey(ctx, key("k1", storage.KeyCurrent), ev("", "key.create")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddSigningKey(ctx, key("k2", storage.KeyNext), ev("", "key.create")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddSigningKey(ctx, key("k2b", storage.KeyNext), ev("", "key.create")); !errors.Is(err, storage.ErrAlreadyExists) {
+		t.Fatalf("a second next key: %v", err)
+	}
+	// Two replicas rotate at once: exactly one wins.
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			nk := key(fmt.Sprintf("k3-%d", i), storage.KeyNext)
+			errs[i] = s.RotateKeys(ctx, storage.RotateParams{ExpectCurrent: "k1", Now: t0.Add(time.Hour), RetireAt: t0.Add(2 * time.Hour), NewNext: nk, Event: ev("", "key.rotate")})
+		}(i)
+	}
+	wg.Wait()
+	wins := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			wins++
+		case !errors.Is(err, storage.ErrConflict):
+			t.Fatalf("rotation: %v", err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d rotations won, want 1", wins)
+	}
+	states := map[string]string{}
+	keys, _ := s.SigningKeys(ctx)
+	for _, k := range keys {
+		states[k.State] += k.ID
+	}
+	if states[storage.KeyCurrent] != "k2" || states[storage.KeyPrevious] != "k1" || !strings.HasPrefix(states[storage.KeyNext], "k3-") {
+		t.Fatalf("after rotation: %v", states)
+	}
+	// The next rotation, after k1's window, retires it.
+	cur := states[storage.KeyNext]
+	if err := s.RotateKeys(ctx, storage.RotateParams{ExpectCurrent: "k2", Now: t0.Add(3 * time.Hour), RetireAt: t0.Add(4 * time.Hour), NewNext: key("k4", storage.KeyNext), Event: ev("", "key.rotate")}); err != nil {
+		t.Fatal(err)
+	}
+	keys, _ = s.SigningKeys(ctx)
+	got := map[string]string{}
+	for _, k := range keys {
+		got[k.ID] = k.State
+	}
+	if got["k1"] != "" || got["k2"] != storage.KeyPrevious || got[cur] != storage.KeyCurrent || got["k4"] != storage.KeyNext {
+		t.Fatalf("after the second rotation: %v", got)
+	}
+}
+
+func testChainConcurrency(t *testing.T, s storage.Store, key []byte) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 10; i++ {
+				tenant := "acme"
+				if i%3 == 0 {
+					tenant = fmt.Sprintf("t%d", g%4)
+				}
+				e := ev(tenant, "grant.create")
+				e.Detail = []byte(fmt.Sprintf(`{"g":%d,"i":%d}`, g, i))
+				if err := s.AppendAudit(ctx, e); err != nil {
+					errs <- err
+					return
+				}
+			}
+			// state changes append to the same chain in their own transactions
+			if err := s.CreateGrant(ctx, newGrant("acme", fmt.Sprintf("9%05d", g)), ev("acme", "grant.create")); err != nil {
+				errs <- err
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	n, err := audit.Verify(ctx, s, key, nil)
+	if err != nil {
+		t.Fatalf("chain after concurrent writers: %v", err)
+	}
+	if want := 1 + 16*10 + 16; n != want {
+		t.Fatalf("verified %d events, want %d", n, want)
+	}
+	if _, err := audit.Verify(ctx, s, []byte("another key, another key, another"), nil); err == nil {
+		t.Fatal("the chain verified under a different key")
+	}
+}
+
+// testOutbox is one scenario, step by step (written with the event,
+// one claimer, retry, delivery); it reads best whole, so it stays long.
+func testOutbox(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	s.SeeAdmin(ctx, "acme", "ada", "ada@acme.example", t0)
+	s.SeeAdmin(ctx, "acme", "bob", "bob@acme.example", t0)
+	s.SeeAdmin(ctx, "acme", "ada", "ada@new.example", t0.Add(time.Minute)) // address updated
+	enable(t, s, "acme")                                                   // a toggle: always to every admin
+	mustCreate(t, s, newGrant("acme", "111222"))                           // grant_created: not by default
+	msgs, err := s.ClaimOutbox(ctx, t0.Add(time.Hour), 24*time.Hour, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dests []string
+	for _, m := range msgs {
+		dests = append(dests, m.Channel+":"+m.Destination+":"+m.Kind)
+	}
+	if fmt.Sprint(dests) != "[email:ada@new.example:toggle email:bob@acme.example:toggle]" {
+		t.Fatalf("outbox = %v", dests)
+	}
+	n := storage.NotificationSettings{TenantID: "acme", Emails: []string{"sec@acme.example"}, WebhookURL: "https://hooks.acme.example/actas",
+		Kinds: map[string][]string{storage.ToAdmins: {storage.NotifyGrantCreated}, storage.ToEmails: {storage.NotifyGrantCreated},
+			storage.ToWebhook: {storage.NotifyGrantCreated, storage.NotifyGrantExpired}}, ChangedBy: "ada", ChangedAt: t0}
+	if err := s.SetNotificationSettings(ctx, n, ev("acme", "notifications.update")); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.NotificationSettings(ctx, "acme")
+	if fmt.Sprint(got.Emails, got.Kinds, got.WebhookURL) != fmt.Sprint(n.Emails, n.Kinds, n.WebhookURL) {
+		t.Fatalf("settings round trip: %+v", got)
+	}
+	// Only the webhook asked for expiries.
+	n2 := n
+	n2.Kinds = map[string][]string{storage.ToWebhook: {storage.NotifyGrantCreated}}
+	s.SetNotificationSettings(ctx, n2, ev("acme", "notifications.update"))
+	if got, _ := s.NotificationSettings(ctx, "acme"); len(got.Kinds[storage.ToAdmins]) != 0 {
+		t.Fatalf("settings round trip: %+v", got)
+	}
+	s.SetNotificationSettings(ctx, n, ev("acme", "notifications.update"))
+	mustCreate(t, s, newGrant("acme", "333444"))
+	// Two replicas claim at once: each message goes to exactly one.
+	var wg sync.WaitGroup
+	claimed := make([][]storage.OutboxMessage, 2)
+	for i := range claimed {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			claimed[i], _ = s.ClaimOutbox(ctx, t0.Add(time.Hour), 24*time.Hour, 10)
+		}(i)
+	}
+	wg.Wait()
+	seen := map[int64]int{}
+	for _, c := range claimed {
+		for _, m := range c {
+			seen[m.ID]++
+		}
+	}
+	if len(seen) != 4 { // ada, bob, sec@ by email, and the webhook
+		t.Fatalf("claimed %d distinct messages, want 4: %v", len(seen), seen)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("message %d claimed %d times", id, n)
+		}
+	}
+	// A failure is retried after its backoff; a delivery is final.
+	var one storage.OutboxMessage
+	for _, c := range claimed {
+		if len(c) > 0 {
+			one = c[0]
+		}
+	}
+	s.FinishOutbox(ctx, one.ID, t0.Add(time.Hour), "connection refused", t0.Add(2*time.Hour))
+	if again, _ := s.ClaimOutbox(ctx, t0.Add(90*time.Minute), 24*time.Hour, 10); len(again) != 0 {
+		t.Fatalf("claimed before the backoff: %v", again)
+	}
+	again, _ := s.ClaimOutbox(ctx, t0.Add(2*time.Hour), 24*time.Hour, 10)
+	if len(again) != 1 || again[0].ID != one.ID || again[0].Attempts != 2 {
+		t.Fatalf("retry: %+v", again)
+	}
+	s.FinishOutbox(ctx, one.ID, t0.Add(2*time.Hour), "", time.Time{})
+	// Leases that ran out make unfinished messages due again; the
+	// delivered one never is.
+	after, _ := s.ClaimOutbox(ctx, t0.Add(60*time.Hour), 24*time.Hour, 10)
+	for _, m := range after {
+		if m.ID == one.ID {
+			t.Fatal("a delivered message was claimed again")
+		}
+	}
+	if len(after) != 5 {
+		t.Fatalf("after delivery, %d messages are due, want the 5 undelivered", len(after))
+	}
+}
+
+func testExpiries(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	short := newGrant("acme", "500001")
+	short.ExpiresAt = t0.Add(time.Hour)
+	mustCreate(t, s, short)
+	mustCreate(t, s, newGrant("acme", "500002")) // 24h
+	revoked := newGrant("acme", "500003")
+	revoked.ExpiresAt = t0.Add(time.Hour)
+	mustCreate(t, s, revoked)
+	s.RevokeGrant(ctx, "acme", revoked.ID, t0, "ada", "terminated", ev("acme", "grant.revoke"))
+	e := ev("", "grant.expire")
+	for i, want := range []int{1, 0} {
+		n, err := s.RecordExpiries(ctx, t0.Add(2*time.Hour), 100, e)
+		if err != nil || n != want {
+			t.Fatalf("pass %d: %d %v, want %d", i, n, err, want)
+		}
+	}
+	evs, _ := s.Audit(ctx, storage.AuditFilter{TenantID: "acme", Action: "grant.expire"})
+	if len(evs) != 1 || evs[0].Target != short.ID {
+		t.Fatalf("expiry events: %+v", evs)
+	}
+}
+
+func testRetention(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	mustCreate(t, s, newGrant("acme", "700001"))
+	old, is := redeem(t, s, redeemParams("acme", "700001", "eng-old", t0))
+	s.RevokeGrant(ctx, "acme", old.ID, t0.Add(time.Hour), "ada", "terminated", ev("acme", "grant.revoke"))
+	recent := newGrant("acme", "700002")
+	recent.CreatedAt, recent.ExpiresAt, recent.CodeExpiresAt = t0.Add(95*24*time.Hour), t0.Add(120*24*time.Hour), t0.Add(96*24*time.Hour)
+	mustCreate(t, s, recent)
+	now := t0.Add(100 * 24 * time.Hour)
+	r, err := s.Prune(ctx, storage.PruneParams{Now: now, EngineersBefore: now.Add(-60 * 24 * time.Hour), ArchiveBefore: now.Add(-90 * 24 * time.Hour)})
+	if err != nil || r.Archived != 1 || r.Engineers < 1 {
+		t.Fatalf("prune: %+v %v", r, err)
+	}
+	if _, err := s.Grant(ctx, "acme", old.ID); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("an ended grant was not archived: %v", err)
+	}
+	if _, err := s.TokenState(ctx, is.Token.JTI); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("an archived grant's token remains: %v", err)
+	}
+	if _, err := s.Grant(ctx, "acme", recent.ID); err != nil {
+		t.Fatalf("a live grant was pruned: %v", err)
+	}
+}

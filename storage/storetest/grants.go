@@ -1,0 +1,161 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/actas/actas/storage"
+)
+
+func testTenantToggle(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	if _, err := s.Tenant(ctx, "acme"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("unknown tenant: got %v, want ErrNotFound", err)
+	}
+	enable(t, s, "acme")
+	tn, err := s.Tenant(ctx, "acme")
+	if err != nil || !tn.SupportEnabled || tn.AllowNonAdminGrants || tn.ChangedBy != "admin" || !tn.ChangedAt.Equal(t0) {
+		t.Fatalf("tenant = %+v, %v", tn, err)
+	}
+	if _, err := s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: true, AllowNonAdminGrants: true, ChangedBy: "b", ChangedAt: t0.Add(time.Minute)}, ev("acme", "support_access.update")); err != nil {
+		t.Fatal(err)
+	}
+	tn, _ = s.Tenant(ctx, "acme")
+	if !tn.AllowNonAdminGrants || tn.ChangedBy != "b" {
+		t.Fatalf("update not stored: %+v", tn)
+	}
+}
+
+func testGrantRequiresSupport(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	if err := s.CreateGrant(ctx, newGrant("acme", "111111"), ev("acme", "grant.create")); !errors.Is(err, storage.ErrSupportOff) {
+		t.Fatalf("unknown tenant: got %v, want ErrSupportOff", err)
+	}
+	enable(t, s, "acme")
+	s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: false, ChangedBy: "a", ChangedAt: t0}, ev("acme", "support_access.disable"))
+	if err := s.CreateGrant(ctx, newGrant("acme", "111111"), ev("acme", "grant.create")); !errors.Is(err, storage.ErrSupportOff) {
+		t.Fatalf("disabled tenant: got %v, want ErrSupportOff", err)
+	}
+	n := auditCount(t, s, "acme", "grant.create")
+	if n != 0 {
+		t.Fatalf("refused grants left %d audit events", n)
+	}
+}
+
+func testCodeCollision(t *testing.T, s storage.Store) {
+	enable(t, s, "acme")
+	enable(t, s, "other")
+	mustCreate(t, s, newGrant("acme", "123456"))
+	err := s.CreateGrant(context.Background(), newGrant("acme", "123456"), ev("acme", "grant.create"))
+	if !errors.Is(err, storage.ErrAlreadyExists) {
+		t.Fatalf("same live code: got %v, want ErrAlreadyExists", err)
+	}
+	mustCreate(t, s, newGrant("other", "123456")) // another tenant may hold the same code
+}
+
+func testGrantList(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	a := mustCreate(t, s, newGrant("acme", "000001"))
+	b := newGrant("acme", "000002")
+	b.GrantedBy = "user-2"
+	b.CreatedAt = t0.Add(time.Second)
+	mustCreate(t, s, b)
+	c := newGrant("acme", "000003")
+	c.CreatedAt = t0.Add(2 * time.Second)
+	mustCreate(t, s, c)
+	if _, err := s.RevokeGrant(ctx, "acme", c.ID, t0, "user-1", "terminated", ev("acme", "grant.revoke")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		f    storage.GrantFilter
+		want []string
+	}{
+		{storage.GrantFilter{TenantID: "acme", Status: "all", Now: t0}, []string{c.ID, b.ID, a.ID}},
+		{storage.GrantFilter{TenantID: "acme", Status: "active", Now: t0}, []string{b.ID, a.ID}},
+		{storage.GrantFilter{TenantID: "acme", Status: "inactive", Now: t0}, []string{c.ID}},
+		{storage.GrantFilter{TenantID: "acme", GrantedBy: "user-2", Status: "all", Now: t0}, []string{b.ID}},
+		// after the codes' window every unredeemed grant is inactive
+		{storage.GrantFilter{TenantID: "acme", Status: "active", Now: t0.Add(2 * time.Hour)}, nil},
+		{storage.GrantFilter{TenantID: "other", Status: "all", Now: t0}, nil},
+	} {
+		got, err := s.Grants(ctx, tc.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, g := range got {
+			ids = append(ids, g.ID)
+		}
+		if fmt.Sprint(ids) != fmt.Sprint(tc.want) {
+			t.Errorf("%+v: got %v, want %v", tc.f, ids, tc.want)
+		}
+	}
+	g, err := s.Grant(ctx, "acme", a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Role != "manage" || fmt.Sprint(g.Environments) != "[production]" || fmt.Sprint(g.Resources) != "[ws-1]" ||
+		g.Ticket != "ZD-1" || string(g.GranterClaims) != `{"plan":"enterprise"}` || !g.ExpiresAt.Equal(a.ExpiresAt) ||
+		g.Status(t0) != storage.StatusPending {
+		t.Fatalf("grant round trip: %+v", g)
+	}
+	if _, err := s.Grant(ctx, "other", a.ID); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("grant of another tenant: got %v, want ErrNotFound", err)
+	}
+}
+
+func testRevokeGrant(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	mustCreate(t, s, newGrant("acme", "888888"))
+	g, is := redeem(t, s, redeemParams("acme", "888888", "eng-1", t0))
+	changed, err := s.RevokeGrant(ctx, "acme", g.ID, t0.Add(time.Minute), "user-1", "terminated", ev("acme", "grant.revoke"))
+	if err != nil || !changed {
+		t.Fatalf("revoke: %v %v", changed, err)
+	}
+	changed, err = s.RevokeGrant(ctx, "acme", g.ID, t0.Add(2*time.Minute), "user-1", "terminated", ev("acme", "grant.revoke"))
+	if err != nil || changed {
+		t.Fatalf("second revoke: changed=%v err=%v, want false, nil", changed, err)
+	}
+	if _, err := s.RevokeGrant(ctx, "other", g.ID, t0, "x", "y", ev("other", "grant.revoke")); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("revoke from another tenant: %v", err)
+	}
+	st, _ := s.TokenState(ctx, is.Token.JTI)
+	if st.Token.RevokedAt.IsZero() || st.Grant.RevokedAt.IsZero() {
+		t.Fatalf("token still live after grant revoke: %+v", st)
+	}
+	if _, err := s.Refresh(ctx, is.Refresh.Hash, "cli", t0.Add(3*time.Minute), ev("acme", "refresh.reuse"), refreshIssue(t0)); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("refresh after revoke: %v", err)
+	}
+	if n := auditCount(t, s, "acme", "grant.revoke"); n != 1 {
+		t.Fatalf("revoke events = %d, want 1 (idempotent repeat writes none)", n)
+	}
+}
+
+func testToggleOffEndsTokens(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	mustCreate(t, s, newGrant("acme", "121212"))
+	pending := mustCreate(t, s, newGrant("acme", "343434"))
+	_, is := redeem(t, s, redeemParams("acme", "121212", "eng-1", t0))
+	n, err := s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: false, ChangedBy: "admin", ChangedAt: t0.Add(time.Minute)}, ev("acme", "support_access.disable"))
+	if err != nil || n != 2 {
+		t.Fatalf("toggle off ended %d grants (%v), want 2", n, err)
+	}
+	st, _ := s.TokenState(ctx, is.Token.JTI)
+	if st.TenantEnabled || st.Token.RevokedAt.IsZero() {
+		t.Fatalf("token live after toggle off: %+v", st)
+	}
+	enable(t, s, "acme")
+	if _, err := s.Redeem(ctx, redeemParams("acme", "343434", "eng-1", t0.Add(2*time.Minute)), issueFor("cli", t0)); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("a code from before toggle-off redeemed after re-enable: %v", err)
+	}
+	g, _ := s.Grant(ctx, "acme", pending.ID)
+	if g.Status(t0) != storage.StatusRevoked {
+		t.Fatalf("pending grant after toggle off: %s", g.Status(t0))
+	}
+}
