@@ -105,7 +105,7 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	c.Registry.MustRegister(reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.core, err = core.New(core.Config{
 		Operator: op, Policy: c.Policy, Store: c.Store, Secrets: c.Secrets, Keys: s.keys,
-		Support:   upstream.New(op.SupportIDP.Issuer, op.SupportIDP.ClientID, c.HTTPClient, c.Now, c.JWKSCooldown),
+		Support:   upstream.New(op.SupportIDP.Issuer, op.SupportIDP.ClientID, c.HTTPClient, c.Now, c.JWKSCooldown).IDTokensOnly(),
 		Customers: customers, Logger: log, Now: c.Now, ClockSkew: c.ClockSkew, ReloadFailures: reloadFailures,
 	})
 	if err != nil {
@@ -113,7 +113,9 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	}
 	s.outbox = notify.New(c.Store, op.Notifications, log, c.Now)
 
-	r := mux.NewRouter()
+	// SkipClean: a non-canonical path ("//token", "/a/../token") is not
+	// redirected with a bodyless 301 but answered like any unknown path.
+	r := mux.NewRouter().SkipClean(true)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		api.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint", "")
 	})

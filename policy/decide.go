@@ -258,16 +258,30 @@ func (p *Policy) DecideRedeem(e Engineer, g IssuedGrant, now time.Time) (RedeemD
 	return d, err
 }
 
-func (p *Policy) decideRedeem(e Engineer, g IssuedGrant, now time.Time, trail *[]string) (RedeemDecision, error) {
+// CheckEngineer decides what depends on the engineer alone (required
+// groups, MFA), so that an engineer the policy refuses is refused before
+// any code is looked at: no oracle on codes, no failures counted.
+func (p *Policy) CheckEngineer(e Engineer) error {
+	return p.checkEngineer(e, new([]string))
+}
+
+func (p *Policy) checkEngineer(e Engineer, trail *[]string) error {
 	for _, want := range p.Engineers.RequireGroups {
 		if !slices.Contains(e.Groups, want) {
 			*trail = append(*trail, fmt.Sprintf("engineer not in required group %q: deny", want))
-			return RedeemDecision{}, &Denied{Rule: "engineers.require_groups", Reason: fmt.Sprintf("the engineer is not in the required group %q", want)}
+			return &Denied{Rule: "engineers.require_groups", Reason: fmt.Sprintf("the engineer is not in the required group %q", want)}
 		}
 	}
 	if p.Engineers.RequireMFA && !e.MFA {
 		*trail = append(*trail, "engineer signed in without MFA: deny")
-		return RedeemDecision{}, &Denied{Rule: "engineers.require_mfa", Reason: "the engineer must sign in with multi-factor authentication"}
+		return &Denied{Rule: "engineers.require_mfa", Reason: "the engineer must sign in with multi-factor authentication"}
+	}
+	return nil
+}
+
+func (p *Policy) decideRedeem(e Engineer, g IssuedGrant, now time.Time, trail *[]string) (RedeemDecision, error) {
+	if err := p.checkEngineer(e, trail); err != nil {
+		return RedeemDecision{}, err
 	}
 	role, err := p.GrantStillFits(g, now, trail)
 	if err != nil {

@@ -56,6 +56,11 @@ func (s *Service) AuthenticateCustomer(ctx context.Context, token string) (*Cust
 	}
 	cu := &Customer{Sub: id.Subject, Iss: id.Issuer, Tenant: StringClaim(id.Claims, ci.TenantClaim),
 		Role: StringClaim(id.Claims, ci.RoleClaim), Email: StringClaim(id.Claims, "email"), Claims: id.Claims}
+	if cu.Sub == "" {
+		// Without a subject two users would share one identity and the
+		// audit would name no one.
+		return nil, coded(KindUnauthenticated, "unauthorized", "the token has no subject (sub)")
+	}
 	if !TenantRE.MatchString(cu.Tenant) || cu.Role == "" {
 		return nil, coded(KindUnauthenticated, "unauthorized", fmt.Sprintf("the token lacks a valid %q or %q claim", ci.TenantClaim, ci.RoleClaim))
 	}

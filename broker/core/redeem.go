@@ -61,6 +61,11 @@ func (s *Service) Redeem(ctx context.Context, x Exchange) (*Issued, error) {
 		return nil, err
 	}
 	engActor := audit.Actor{Type: storage.ActorSupportEngineer, ID: eng.Sub, Iss: eng.Iss}
+	if err := pol.CheckEngineer(eng); err != nil {
+		// Refused before any code is looked at: the answer is the same
+		// for a live code and a wrong one, and nothing counts as a guess.
+		return nil, s.redeemFailure(ctx, x.Tenant, engActor, err, err)
+	}
 	engClaims, _ := json.Marshal(eng.Claims)
 
 	tn, err := s.store.Tenant(ctx, x.Tenant)
@@ -120,6 +125,10 @@ func (s *Service) verifyEngineer(ctx context.Context, token string) (policy.Engi
 		}
 		s.log.InfoContext(ctx, "token exchange: actor token rejected", "err", err)
 		return policy.Engineer{}, fail(KindInvalid, "actor_token is not a valid ID token from the support identity provider")
+	}
+	if id.Subject == "" || id.Issuer == "" {
+		// OIDC Core §2: sub is REQUIRED; without it no one is accountable.
+		return policy.Engineer{}, fail(KindInvalid, "actor_token has no subject (sub)")
 	}
 	return policy.Engineer{
 		Sub: id.Subject, Iss: id.Issuer, Email: StringClaim(id.Claims, "email"),

@@ -50,6 +50,15 @@ func (s *Service) SetNotificationSettings(ctx context.Context, cu *Customer, ema
 			return storage.NotificationSettings{}, invalidSettings("webhook_url must be an https URL")
 		}
 	}
+	if kinds == nil {
+		// Absent means unchanged, never "nothing": keep what the tenant
+		// receives now (the defaults if it never chose).
+		cur, err := s.store.NotificationSettings(ctx, cu.Tenant)
+		if err != nil {
+			return cur, unavailable(err)
+		}
+		kinds = cur.Kinds
+	}
 	clean := map[string][]string{}
 	for group, list := range kinds {
 		if group != storage.ToAdmins && group != storage.ToEmails && group != storage.ToWebhook {

@@ -53,12 +53,8 @@ func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
 		write(w, oe)
 		return
 	}
-	switch hint := f["token_type_hint"]; hint {
-	case "", "access_token", "refresh_token":
-	default:
-		write(w, &Error{Code: "unsupported_token_type", Description: "token_type_hint must be access_token or refresh_token", status: http.StatusBadRequest})
-		return
-	}
+	// token_type_hint is only a hint (RFC 7009 §2.1): an unknown one is
+	// ignored and the token is recognised by its form.
 	var err error
 	if core.LooksLikeJWT(f["token"]) {
 		err = h.core.RevokeAccess(r.Context(), c.ID, c.Audience, f["token"])

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,8 @@ type Issuer struct {
 
 	mu       sync.Mutex
 	verifier *oidc.IDTokenVerifier
+	// idTokens makes Verify accept only ID tokens (actor tokens).
+	idTokens bool
 }
 
 var _ core.Verifier = (*Issuer)(nil)
@@ -67,6 +70,16 @@ func (u *Issuer) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error)
 	return u.verifier, nil
 }
 
+// IDTokensOnly makes Verify accept nothing but OIDC ID tokens, checked as
+// OIDC Core §3.1.3.7 says: an azp, when present or when aud lists several
+// audiences, must be this client; iat is required; and a JWT typed as
+// anything but a plain JWT (an RFC 9068 at+jwt access token, say) is
+// refused. It returns u.
+func (u *Issuer) IDTokensOnly() *Issuer {
+	u.idTokens = true
+	return u
+}
+
 // Issuer returns the issuer URL.
 func (u *Issuer) Issuer() string { return u.issuer }
 
@@ -85,7 +98,41 @@ func (u *Issuer) Verify(ctx context.Context, raw string) (core.Identity, error) 
 	if err := tok.Claims(&all); err != nil {
 		return core.Identity{}, err
 	}
+	if tok.Subject == "" {
+		return core.Identity{}, errors.New("the token has no subject (sub)")
+	}
+	if u.idTokens {
+		if err := u.checkIDToken(raw, tok, all); err != nil {
+			return core.Identity{}, err
+		}
+	}
 	return core.Identity{Subject: tok.Subject, Issuer: tok.Issuer, Claims: all}, nil
+}
+
+// checkIDToken applies the ID token checks go-oidc leaves to the client
+// (OIDC Core §3.1.3.7 items 4, 5 and 10) and refuses other JWT types.
+func (u *Issuer) checkIDToken(raw string, tok *oidc.IDToken, all map[string]any) error {
+	jws, err := jose.ParseSignedCompact(raw, joseAlgs())
+	if err != nil || len(jws.Signatures) != 1 {
+		return errors.New("malformed token")
+	}
+	if typ, ok := jws.Signatures[0].Header.ExtraHeaders[jose.HeaderType]; ok {
+		t, _ := typ.(string)
+		if !strings.EqualFold(t, "JWT") && !strings.EqualFold(t, "application/jwt") {
+			return fmt.Errorf("a token of type %q is not an ID token", t)
+		}
+	}
+	azp, hasAZP := all["azp"]
+	switch {
+	case hasAZP && azp != u.clientID:
+		return errors.New("the token was issued to another client (azp)")
+	case !hasAZP && len(tok.Audience) > 1:
+		return errors.New("an ID token for several audiences must name its client (azp)")
+	}
+	if _, ok := all["iat"].(float64); !ok {
+		return errors.New("the token has no issue time (iat)")
+	}
+	return nil
 }
 
 // cooldownKeySet is an oidc.KeySet that refetches the JWKS on an unknown
@@ -102,12 +149,16 @@ type cooldownKeySet struct {
 	lastFetch time.Time
 }
 
-func (k *cooldownKeySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
+func joseAlgs() []jose.SignatureAlgorithm {
 	algs := make([]jose.SignatureAlgorithm, len(upstreamAlgs))
 	for i, a := range upstreamAlgs {
 		algs[i] = jose.SignatureAlgorithm(a)
 	}
-	jws, err := jose.ParseSignedCompact(raw, algs)
+	return algs
+}
+
+func (k *cooldownKeySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
+	jws, err := jose.ParseSignedCompact(raw, joseAlgs())
 	if err != nil {
 		return nil, fmt.Errorf("malformed token: %v", err)
 	}

@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// sign mints a token with the IdP's own signing key (so its signature is
+// genuine) for claims the login flow would never produce, with header typ.
+func (p *idp) sign(t *testing.T, claims jwt.MapClaims, typ string) string {
+	t.Helper()
+	kid, err := p.m.Keypair.KeyID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	tok.Header["kid"] = kid
+	if typ != "" {
+		tok.Header["typ"] = typ
+	}
+	s, err := tok.SignedString(p.m.Keypair.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// idClaims are the claims of a well-formed engineer ID token from p.
+func (p *idp) idClaims(sub string) jwt.MapClaims {
+	now := time.Now()
+	c := jwt.MapClaims{"iss": p.m.Issuer(), "aud": "actas", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+		"groups": []string{"support"}, "email": "x@support.example"}
+	if sub != "" {
+		c["sub"] = sub
+	}
+	return c
+}
+
+// Issue 15, defects 1 and 10: actor tokens signed by the real support IdP
+// but lacking what an ID token must have are refused before the code is
+// touched; the code still redeems afterwards for a proper engineer.
+func TestActorTokenStrictness(t *testing.T) {
+	f := newFixture(t)
+	admin := f.admin(t, "acme")
+	f.enable(t, "acme", admin, false)
+	_, code := f.grant(t, "acme", admin, map[string]any{"role": "manage", "environments": []string{"sandbox"}, "expires_in": 3600})
+
+	noSub := f.sup.idClaims("")
+	noIat := f.sup.idClaims("eve")
+	delete(noIat, "iat")
+	otherAzp := f.sup.idClaims("eve")
+	otherAzp["aud"], otherAzp["azp"] = []string{"actas", "other"}, "other"
+	multiAudNoAzp := f.sup.idClaims("eve")
+	multiAudNoAzp["aud"] = []string{"actas", "other"}
+	cases := []struct {
+		name string
+		tok  string
+	}{
+		{"no sub", f.sup.sign(t, noSub, "JWT")},
+		{"no iat", f.sup.sign(t, noIat, "JWT")},
+		{"azp is another client", f.sup.sign(t, otherAzp, "JWT")},
+		{"several audiences, no azp", f.sup.sign(t, multiAudNoAzp, "JWT")},
+		{"typ at+jwt", f.sup.sign(t, f.sup.idClaims("eve"), "at+jwt")},
+	}
+	for _, tc := range cases {
+		t.Run("fail/"+tc.name, func(t *testing.T) {
+			r := f.exchange(t, "acme", code, tc.tok)
+			if r.status != 400 || r.str("error") != "invalid_request" || !strings.Contains(r.str("error_description"), "actor_token") {
+				t.Fatalf("got %d %s, want invalid_request naming actor_token", r.status, r.raw)
+			}
+		})
+	}
+	ok := f.sup.idClaims("alice")
+	ok["aud"], ok["azp"] = []string{"actas", "other"}, "actas"
+	if r := f.exchange(t, "acme", code, f.sup.sign(t, ok, "JWT")); r.status != 200 {
+		t.Fatalf("the code must still redeem after refused actor tokens: %d %s", r.status, r.raw)
+	}
+}
+
+// Issue 15, defect 2: a customer token without sub acts as no one.
+func TestCustomerTokenWithoutSub(t *testing.T) {
+	f := newFixture(t)
+	c := f.cust.idClaims("")
+	c["org_id"], c["role"] = "acme", "admin"
+	r := f.api(t, "PUT", "/api/v1/tenants/acme/support-access", f.cust.sign(t, c, "JWT"), map[string]any{"enabled": true})
+	if r.status != 401 || r.str("error") != "unauthorized" {
+		t.Fatalf("got %d %s, want 401", r.status, r.raw)
+	}
+	admin := f.admin(t, "acme")
+	if r := f.api(t, "GET", "/api/v1/tenants/acme/support-access", admin, nil); r.body["enabled"] != false {
+		t.Fatalf("the refused request changed the tenant: %s", r.raw)
+	}
+}
+
+// Issue 15, defect 5: saving settings without "kinds" keeps what each
+// group receives.
+func TestNotificationSettingsWithoutKinds(t *testing.T) {
+	f := newFixture(t)
+	admin := f.admin(t, "acme")
+	before := f.api(t, "GET", "/api/v1/tenants/acme/notifications", admin, nil)
+	r := f.api(t, "PUT", "/api/v1/tenants/acme/notifications", admin, map[string]any{"emails": []string{"ops@acme.example"}, "webhook_url": ""})
+	if r.status != 200 {
+		t.Fatalf("put: %d %s", r.status, r.raw)
+	}
+	after := f.api(t, "GET", "/api/v1/tenants/acme/notifications", admin, nil)
+	kinds := after.body["kinds"].(map[string]any)
+	for _, group := range []string{"admins", "emails", "webhook"} {
+		list, _ := kinds[group].([]any)
+		found := false
+		for _, k := range list {
+			found = found || k == "lockout"
+		}
+		if !found {
+			t.Fatalf("group %s lost the lockout alerts: before %s, after %s", group, before.raw, after.raw)
+		}
+	}
+}
+
+// Issue 15, defect 6: an engineer outside the required groups gets the
+// same answer for a live code as for a wrong one, and their attempts never
+// count toward the tenant's lockout.
+func TestEngineerRefusedBeforeCode(t *testing.T) {
+	f := newFixture(t)
+	admin := f.admin(t, "acme")
+	f.enable(t, "acme", admin, false)
+	_, code := f.grant(t, "acme", admin, map[string]any{"role": "manage", "environments": []string{"sandbox"}, "expires_in": 3600})
+	outsider := f.engineer(t, "mallory", "sales")
+	wrong := "000000"
+	if code == wrong {
+		wrong = "000001"
+	}
+	live := f.exchange(t, "acme", code, outsider)
+	guess := f.exchange(t, "acme", wrong, outsider)
+	if live.status != guess.status || live.str("error") != guess.str("error") || live.str("error_description") != guess.str("error_description") {
+		t.Fatalf("live code and wrong code answer differently:\n%s\n%s", live.raw, guess.raw)
+	}
+	for i := 0; i < 10; i++ { // twice the policy's max_failures
+		f.exchange(t, "acme", wrong, outsider)
+	}
+	if r := f.exchange(t, "acme", code, f.engineer(t, "alice")); r.status != 200 {
+		t.Fatalf("an outsider's attempts voided the tenant's codes: %d %s", r.status, r.raw)
+	}
+}
+
+// Issue 15, defect 7: an unknown token_type_hint is ignored (RFC 7009
+// §2.1) and the token is revoked.
+func TestRevokeUnknownHint(t *testing.T) {
+	f := newFixture(t)
+	admin := f.admin(t, "acme")
+	f.enable(t, "acme", admin, false)
+	_, code := f.grant(t, "acme", admin, map[string]any{"role": "manage", "environments": []string{"sandbox"}, "expires_in": 3600})
+	at := f.exchange(t, "acme", code, f.engineer(t, "alice")).str("access_token")
+	r := f.form(t, "/revoke", url.Values{"token": {at}, "token_type_hint": {"id_token"}}, "product", productSecret)
+	if r.status != 200 {
+		t.Fatalf("revoke with an unknown hint: %d %s", r.status, r.raw)
+	}
+	if f.active(t, at) {
+		t.Fatal("the token is still active after revocation with an unknown hint")
+	}
+}
+
+// Issue 15, defect 8: non-canonical paths get a JSON 4xx, not a bodyless
+// redirect.
+func TestNonCanonicalPaths(t *testing.T) {
+	f := newFixture(t)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, p := range []string{"//jwks", "/api/v1/tenants/acme/../acme/grants", "/token/", "/./introspect"} {
+		res, err := noRedirect.Get(f.base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode < 400 || res.StatusCode >= 500 || !strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
+			t.Fatalf("GET %s: %d %q, want a JSON 4xx", p, res.StatusCode, res.Header.Get("Content-Type"))
+		}
+	}
+}
