@@ -17,18 +17,22 @@ import (
 // actas.yaml; every key can also be set through ACTAS_<PATH> (for example
 // ACTAS_SUPPORT_IDP_ISSUER), list-valued keys as YAML flow text.
 type Config struct {
-	Issuer        string        `yaml:"issuer"`
-	Listen        string        `yaml:"listen"`
-	Storage       string        `yaml:"storage"`
-	PolicyFile    string        `yaml:"policy_file"`
-	SecretKeyFile string        `yaml:"secret_key_file"`
-	Keys          Keys          `yaml:"keys"`
-	SupportIDP    SupportIDP    `yaml:"support_idp"`
-	CustomerIDPs  []CustomerIDP `yaml:"customer_idps"`
-	Clients       []Client      `yaml:"clients"`
-	TicketHook    TicketHook    `yaml:"ticket_hook"`
-	Notifications Notifications `yaml:"notifications"`
-	Retention     Retention     `yaml:"retention"`
+	Issuer        string `yaml:"issuer"`
+	Listen        string `yaml:"listen"`
+	Storage       string `yaml:"storage"`
+	PolicyFile    string `yaml:"policy_file"`
+	SecretKeyFile string `yaml:"secret_key_file"`
+	// StorageTimeout bounds every storage call made for a request: past it
+	// the request answers 503 temporarily_unavailable instead of hanging
+	// while the database stalls.
+	StorageTimeout strictyaml.Duration `yaml:"storage_timeout"`
+	Keys           Keys                `yaml:"keys"`
+	SupportIDP     SupportIDP          `yaml:"support_idp"`
+	CustomerIDPs   []CustomerIDP       `yaml:"customer_idps"`
+	Clients        []Client            `yaml:"clients"`
+	TicketHook     TicketHook          `yaml:"ticket_hook"`
+	Notifications  Notifications       `yaml:"notifications"`
+	Retention      Retention           `yaml:"retention"`
 }
 
 // Retention says how long records are kept; 0s keeps forever. Audit
@@ -207,6 +211,9 @@ func (c *Config) SetDefaults() {
 	if c.TicketHook.MaxAge == 0 {
 		c.TicketHook.MaxAge = strictyaml.Duration(5 * time.Minute)
 	}
+	if c.StorageTimeout == 0 {
+		c.StorageTimeout = strictyaml.Duration(2 * time.Second)
+	}
 }
 
 func (c *Config) resolveSecrets(getenv func(string) string) {
@@ -260,6 +267,9 @@ func (c *Config) validateServer(p *problems, getenv func(string) string) {
 	}
 	if c.PolicyFile == "" {
 		p.add("policy_file", "required")
+	}
+	if d := c.StorageTimeout.Std(); d < time.Second || d > time.Minute {
+		p.add("storage_timeout", "must be between 1s and 60s")
 	}
 	switch c.Keys.Algorithm {
 	case AlgES256, AlgRS256, AlgEdDSA:

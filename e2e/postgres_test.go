@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
@@ -49,13 +48,18 @@ func freshDatabase(t *testing.T) string {
 }
 
 // pgProxy is a loopback TCP proxy in front of PostgreSQL that the test can
-// take down (every connection cut, new ones refused) and bring back.
+// take down (every connection cut, new ones refused) and bring back, or
+// stall (connections stay open, no byte moves: a partition).
 type pgProxy struct {
 	ln     net.Listener
 	target string
 	down   atomic.Bool
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
+	// stalled is closed while traffic flows; a stall replaces it with an
+	// open channel that copying waits on.
+	stallMu sync.Mutex
+	flowing chan struct{}
 }
 
 func startProxy(t *testing.T, target string) *pgProxy {
@@ -63,7 +67,8 @@ func startProxy(t *testing.T, target string) *pgProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pgProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	p := &pgProxy{ln: ln, target: target, conns: map[net.Conn]bool{}, flowing: make(chan struct{})}
+	close(p.flowing)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -90,9 +95,43 @@ func (p *pgProxy) pipe(c net.Conn) {
 	p.mu.Lock()
 	p.conns[c], p.conns[up] = true, true
 	p.mu.Unlock()
-	go func() { io.Copy(up, c); up.Close() }()
-	io.Copy(c, up)
+	go func() { p.copy(up, c); up.Close() }()
+	p.copy(c, up)
 	c.Close()
+}
+
+// copy forwards src to dst, holding every chunk while the proxy stalls.
+func (p *pgProxy) copy(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.stallMu.Lock()
+			flowing := p.flowing
+			p.stallMu.Unlock()
+			<-flowing
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// stall stops every byte in both directions until resume; connections
+// stay open, as in a network partition.
+func (p *pgProxy) stall() {
+	p.stallMu.Lock()
+	p.flowing = make(chan struct{})
+	p.stallMu.Unlock()
+}
+
+func (p *pgProxy) resume() {
+	p.stallMu.Lock()
+	close(p.flowing)
+	p.stallMu.Unlock()
 }
 
 func (p *pgProxy) cut() {
@@ -354,4 +393,119 @@ func mustParse(s string) *url.URL {
 		panic(err)
 	}
 	return u
+}
+
+// TestPostgresStall: PostgreSQL stops answering for 8 s while connections
+// stay open (a partition, not a refusal). Every request that overlaps the
+// stall answers within storage_timeout (2 s) plus a little, 503
+// temporarily_unavailable when storage is needed, and a revoked token is
+// never active.
+func TestPostgresStall(t *testing.T) {
+	pf := newPGFixture(t, 1, true, testPolicy)
+	f := pf.fixture(0)
+	admin := f.admin(t, "acme")
+	f.enable(t, "acme", admin, false)
+	eng := f.engineer(t, "eng-s")
+	redeem := func() string {
+		_, code := f.grant(t, "acme", admin, map[string]any{"role": "monitor", "environments": []string{"sandbox"}})
+		tr := f.exchange(t, "acme", code, eng)
+		if tr.status != 200 {
+			t.Fatalf("exchange: %s", tr.raw)
+		}
+		return tr.str("access_token")
+	}
+	live, revoked := redeem(), redeem()
+	spare := []string{redeem(), redeem(), redeem(), redeem()}
+	if r := f.form(t, "/revoke", url.Values{"token": {revoked}, "client_id": {"actas-cli"}}, "", ""); r.status != 200 {
+		t.Fatalf("revoke: %d", r.status)
+	}
+
+	const bound = 2500 * time.Millisecond // storage_timeout 2s, plus HTTP and scheduling
+	var stallStart, stallEnd atomic.Int64
+	type result struct {
+		start, end time.Time
+		status     int
+		what       string
+	}
+	var mu sync.Mutex
+	var results []result
+	var revokedActive atomic.Int64
+	record := func(what string, start time.Time, r resp) {
+		mu.Lock()
+		results = append(results, result{start, time.Now(), r.status, what})
+		mu.Unlock()
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				for _, tok := range []string{revoked, live} {
+					start := time.Now()
+					r := f.form(t, "/introspect", url.Values{"token": {tok}}, "product", productSecret)
+					record("introspect", start, r)
+					if r.status == 200 && r.body["active"] == true && tok == revoked {
+						revokedActive.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	pf.proxy.stall()
+	stallStart.Store(time.Now().UnixNano())
+	for i, tok := range spare { // revocations and a grant during the stall
+		start := time.Now()
+		record("revoke", start, f.form(t, "/revoke", url.Values{"token": {tok}, "client_id": {"actas-cli"}}, "", ""))
+		if i == 0 {
+			start = time.Now()
+			record("grant", start, f.api(t, "POST", "/api/v1/tenants/acme/grants", admin, map[string]any{"role": "monitor", "environments": []string{"sandbox"}}))
+		}
+		time.Sleep(time.Second)
+	}
+	time.Sleep(8*time.Second - time.Since(time.Unix(0, stallStart.Load())))
+	stallEnd.Store(time.Now().UnixNano())
+	pf.proxy.resume()
+	deadline := time.Now().Add(15 * time.Second)
+	for !f.active(t, live) {
+		if time.Now().After(deadline) {
+			t.Fatal("service did not resume after the stall")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stop()
+	wg.Wait()
+
+	from, to := time.Unix(0, stallStart.Load()), time.Unix(0, stallEnd.Load())
+	overlapping, unavailable := 0, 0
+	var slowest time.Duration
+	for _, r := range results {
+		if r.end.Before(from) || r.start.After(to) {
+			continue
+		}
+		overlapping++
+		d := r.end.Sub(r.start)
+		slowest = max(slowest, d)
+		if d > bound {
+			t.Errorf("%s overlapping the stall took %s (bound %s)", r.what, d, bound)
+		}
+		if r.status == 503 {
+			unavailable++
+		}
+		if r.what != "introspect" && r.status != 503 {
+			t.Errorf("%s during the stall answered %d, want 503", r.what, r.status)
+		}
+	}
+	if n := revokedActive.Load(); n != 0 {
+		t.Fatalf("%d introspections answered active for a revoked token", n)
+	}
+	if overlapping == 0 || unavailable == 0 {
+		t.Fatalf("%d requests overlapped the stall, %d answered 503", overlapping, unavailable)
+	}
+	if f.active(t, revoked) || !f.active(t, live) {
+		t.Fatal("wrong answers after the stall")
+	}
+	t.Logf("%d requests overlapped the 8s stall: %d answered 503, slowest %s (bound %s)", overlapping, unavailable, slowest.Round(time.Millisecond), bound)
 }

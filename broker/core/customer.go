@@ -79,6 +79,8 @@ func (s *Service) seeAdmin(ctx context.Context, cu *Customer) {
 	}
 	key := cu.Tenant + "\x00" + cu.Sub + "\x00" + cu.Email
 	now := s.now()
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if last, ok := s.seenAdmins.Get(key); ok && now.Sub(last) < time.Hour {
 		return
 	}
@@ -136,6 +138,8 @@ func StringsClaim(c map[string]any, name string) []string {
 
 // Tenant reads a tenant; one never stored has support access off.
 func (s *Service) Tenant(ctx context.Context, id string) (storage.Tenant, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	t, err := s.store.Tenant(ctx, id)
 	if errors.Is(err, storage.ErrNotFound) {
 		return storage.Tenant{ID: id}, nil
@@ -153,6 +157,8 @@ func (s *Service) SetSupportAccess(ctx context.Context, cu *Customer, enabled bo
 	if !cu.Admin {
 		return storage.Tenant{}, 0, coded(KindForbidden, "forbidden", "only tenant admins may change support access")
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	prev, err := s.Tenant(ctx, cu.Tenant)
 	if err != nil {
 		return prev, 0, err

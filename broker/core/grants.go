@@ -108,6 +108,8 @@ func (s *Service) CreateGrant(ctx context.Context, cu *Customer, r GrantRequest)
 		}
 		ttl = r.ExpiresAt.Sub(now)
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	t, err := s.Tenant(ctx, cu.Tenant)
 	if err != nil {
 		return storage.Grant{}, "", err
@@ -194,6 +196,8 @@ func (s *Service) Grants(ctx context.Context, cu *Customer, status string) ([]st
 	default:
 		return nil, fail(KindInvalid, "status must be active, inactive or all")
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	f := storage.GrantFilter{TenantID: cu.Tenant, Status: status, Now: s.now()}
 	if !cu.Admin {
 		f.GrantedBy = cu.Sub
@@ -211,6 +215,8 @@ var errNoGrant = coded(KindNotFound, "not_found", "no such resource")
 // tenant's for an admin. Another user's grant does not exist for a
 // non-admin.
 func (s *Service) Grant(ctx context.Context, cu *Customer, id string) (storage.Grant, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	g, err := s.store.Grant(ctx, cu.Tenant, id)
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && !cu.Admin && g.GrantedBy != cu.Sub) {
 		return storage.Grant{}, errNoGrant
@@ -223,6 +229,8 @@ func (s *Service) Grant(ctx context.Context, cu *Customer, id string) (storage.G
 
 // Terminate ends a grant the customer may see (idempotent).
 func (s *Service) Terminate(ctx context.Context, cu *Customer, id string) error {
+	ctx, cancel := s.bound(ctx) // one bound for the read and the end
+	defer cancel()
 	g, err := s.Grant(ctx, cu, id)
 	if err != nil {
 		return err
@@ -236,6 +244,8 @@ func (s *Service) Terminate(ctx context.Context, cu *Customer, id string) error 
 // Toggle-off, ticket closure and refresh-token reuse end grants inside
 // storage with the same statements and the same event.
 func (s *Service) EndGrant(ctx context.Context, g storage.Grant, by audit.Actor, reason string, extra map[string]any) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	detail := map[string]any{"reason": reason, "sub": g.GrantedBy, "act": g.EngineerSub}
 	for k, v := range extra {
 		detail[k] = v

@@ -32,6 +32,8 @@ func (s *Service) Introspect(ctx context.Context, clientID, audience, token stri
 	if err != nil {
 		return nil, nil
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	st, err := s.store.TokenState(ctx, cl.Jti)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, nil
@@ -135,6 +137,8 @@ func (s *Service) RevokeAccess(ctx context.Context, clientID, audience, token st
 	if cl.ClientID != clientID && !slices.Contains(cl.Aud, audience) {
 		return errNotYours
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	ev := s.event(audit.Actor{Type: storage.ActorClient, ID: clientID}, cl.Tenant, audit.TokenRevoke, cl.Jti, audit.Success,
 		map[string]any{"sub": cl.Sub, "act": cl.Act.Sub, "grant_id": cl.GrantID})
 	if _, err := s.store.RevokeToken(ctx, cl.Jti, s.now(), ev); err != nil && !errors.Is(err, storage.ErrNotFound) {
@@ -147,6 +151,8 @@ func (s *Service) RevokeAccess(ctx context.Context, clientID, audience, token st
 // the engineer is done (RFC 7009 §2.1: revoke the tokens of the same
 // grant). An unknown token is nothing to revoke.
 func (s *Service) RevokeRefresh(ctx context.Context, clientID, token string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	rt, g, err := s.store.RefreshGrant(ctx, s.secrets.RefreshHash(token))
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil

@@ -68,6 +68,8 @@ func (s *Service) Redeem(ctx context.Context, x Exchange) (*Issued, error) {
 	}
 	engClaims, _ := json.Marshal(eng.Claims)
 
+	ctx, cancel := s.bound(ctx) // after the IdP: only storage is bounded here
+	defer cancel()
 	tn, err := s.store.Tenant(ctx, x.Tenant)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return nil, unavailable(err)
@@ -201,6 +203,8 @@ func (s *Service) sign(cl *claims.Claims, refresh string, g storage.Grant) (*Iss
 // Refresh implements RFC 6749 §6 with rotation: each refresh token works
 // once; presenting a used one ends the grant (RFC 9700 §4.14.2).
 func (s *Service) Refresh(ctx context.Context, clientID, token string, requested []string) (*Issued, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	pol := s.policy.Load()
 	now := s.now()
 	var issued *claims.Claims

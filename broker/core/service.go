@@ -69,6 +69,7 @@ type Service struct {
 	log       *slog.Logger
 	now       func() time.Time
 	skew      time.Duration
+	timeout   time.Duration // bounds storage calls made for a request
 	policy    atomic.Pointer[policy.Policy]
 	audiences map[string]bool
 	support   Verifier
@@ -107,6 +108,10 @@ func New(c Config) (*Service, error) {
 		audiences: map[string]bool{}, support: c.Support, customers: map[string]*customerIssuer{}, reloadErr: c.ReloadFailures,
 		inputs: boundcache.New[string, inputs](65536), seenAdmins: boundcache.New[string, time.Time](16384),
 	}
+	s.timeout = c.Operator.StorageTimeout.Std()
+	if s.timeout <= 0 {
+		s.timeout = 2 * time.Second
+	}
 	s.policy.Store(c.Policy)
 	for _, cl := range c.Operator.Clients {
 		s.audiences[cl.Audience] = true
@@ -132,6 +137,13 @@ func (s *Service) Now() time.Time { return s.now() }
 
 // ClockSkew is the leeway on token times.
 func (s *Service) ClockSkew() time.Duration { return s.skew }
+
+// bound limits the storage work of one request to storage_timeout: when
+// the database stalls the caller gets KindUnavailable in bounded time,
+// never an answer from stale state.
+func (s *Service) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
 
 // event builds an audit event stamped now with the policy in force.
 func (s *Service) event(a audit.Actor, tenant, action, target, outcome string, detail map[string]any) storage.AuditEvent {

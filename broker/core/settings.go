@@ -18,6 +18,8 @@ func (s *Service) NotificationSettings(ctx context.Context, cu *Customer) (stora
 	if !cu.Admin {
 		return storage.NotificationSettings{}, coded(KindForbidden, "forbidden", "only tenant admins may read notification settings")
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	n, err := s.store.NotificationSettings(ctx, cu.Tenant)
 	if err != nil {
 		return n, unavailable(err)
@@ -50,6 +52,8 @@ func (s *Service) SetNotificationSettings(ctx context.Context, cu *Customer, ema
 			return storage.NotificationSettings{}, invalidSettings("webhook_url must be an https URL")
 		}
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if kinds == nil {
 		// Absent means unchanged, never "nothing": keep what the tenant
 		// receives now (the defaults if it never chose).
@@ -99,6 +103,8 @@ func (s *Service) Audit(ctx context.Context, cu *Customer, f storage.AuditFilter
 		return nil, fail(KindInvalid, "actor_type must be one of tenant_admin, customer_user, support_engineer, system, client")
 	}
 	f.TenantID = cu.Tenant
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	evs, err := s.store.Audit(ctx, f)
 	if err != nil {
 		return nil, unavailable(err)

@@ -40,6 +40,8 @@ func (s *Service) TicketStatus(ctx context.Context, c TicketChange) ([]string, e
 	if c.Ticket.System != "" {
 		who.ID = c.Ticket.System
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	reason := "ticket_" + strings.ToLower(c.Status)
 	now := s.now()
 	ended, err := s.store.TicketUpdate(ctx, storage.TicketUpdate{
