@@ -201,9 +201,13 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	<-maintDone
 	<-outboxDone
-	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Requests have drained: write every count. A failure is the exit
+	// status, not a silent loss.
+	fctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s.core.FlushUsage(fctx, true) // requests have drained: nothing counted is lost
+	if ferr := s.core.FlushUsage(fctx, true); ferr != nil && err == nil {
+		err = ferr
+	}
 	return err
 }
 
@@ -222,7 +226,7 @@ func (s *Server) maintain(ctx context.Context) {
 				s.log.Warn("refreshing signing keys", "err", err)
 			}
 			s.keys.MaybeRotate(ctx)
-			s.core.FlushUsage(ctx, false)
+			s.core.FlushUsage(ctx, false) // failures are logged and kept for the next flush
 			s.core.RecordExpiries(ctx)
 			s.core.MaybeRetain(ctx)
 		}

@@ -448,8 +448,9 @@ type Store interface {
 	// is no next key: another replica rotated first.
 	RotateKeys(ctx context.Context, p RotateParams) error
 
-	// AppendAudit writes an event that belongs to no other change.
-	AppendAudit(ctx context.Context, ev AuditEvent) error
+	// AppendAudit writes events that belong to no other change, all or
+	// none, in one transaction.
+	AppendAudit(ctx context.Context, evs ...AuditEvent) error
 	// Audit lists events, newest first.
 	Audit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
 	// AuditHeads returns the head of every tenant's audit chain.

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -17,6 +18,9 @@ type usage struct {
 	mu     sync.Mutex
 	hour   time.Time
 	counts map[usageKey]*usageCount
+	// unwritten are summary events a flush could not write; the next
+	// flush writes them first.
+	unwritten []storage.AuditEvent
 }
 
 type usageKey struct{ jti, client string }
@@ -55,19 +59,37 @@ func (u *usage) take(now time.Time, all bool) (time.Time, map[usageKey]*usageCou
 	return hour, counts
 }
 
+// usageBatch is how many summary events one transaction writes.
+const usageBatch = 500
+
 // FlushUsage writes the summary events of a finished hour (or everything
-// counted so far when all is set, at shutdown).
-func (s *Service) FlushUsage(ctx context.Context, all bool) {
+// counted so far when all is set, at shutdown), usageBatch to a
+// transaction. What it cannot write is kept for the next flush, and the
+// error says how many events wait.
+func (s *Service) FlushUsage(ctx context.Context, all bool) error {
 	hour, counts := s.usage.take(s.now(), all)
+	s.usage.mu.Lock()
+	evs := s.usage.unwritten
+	s.usage.unwritten = nil
+	s.usage.mu.Unlock()
 	for k, c := range counts {
-		ev := s.event(audit.Actor{Type: storage.ActorClient, ID: k.client}, c.tenant, audit.TokenIntrospect, k.jti, audit.Success, map[string]any{
+		evs = append(evs, s.event(audit.Actor{Type: storage.ActorClient, ID: k.client}, c.tenant, audit.TokenIntrospect, k.jti, audit.Success, map[string]any{
 			"summary": true, "hour": hour.Format(time.RFC3339), "count": c.n,
 			"sub": c.sub, "act": c.act, "act_iss": c.actIss, "grant_id": c.grantID,
-		})
-		if err := s.store.AppendAudit(ctx, ev); err != nil {
-			s.log.ErrorContext(ctx, "audit: introspection summary", "err", err, "jti", k.jti)
-		}
+		}))
 	}
+	for len(evs) > 0 {
+		n := min(len(evs), usageBatch)
+		if err := s.store.AppendAudit(ctx, evs[:n]...); err != nil {
+			s.usage.mu.Lock()
+			s.usage.unwritten = append(s.usage.unwritten, evs...)
+			s.usage.mu.Unlock()
+			s.log.ErrorContext(ctx, "audit: introspection summaries kept for the next flush", "events", len(evs), "err", err)
+			return fmt.Errorf("%d introspection summary events not written: %w", len(evs), err)
+		}
+		evs = evs[n:]
+	}
+	return nil
 }
 
 // noteIntrospection audits an active introspection: the first use of a

@@ -45,9 +45,16 @@ func (s *Store) insertAudit(ctx context.Context, tx *sqlx.Tx, ev storage.AuditEv
 	return s.enqueue(ctx, tx, &ev, id)
 }
 
-// AppendAudit writes one event in its own transaction.
-func (s *Store) AppendAudit(ctx context.Context, ev storage.AuditEvent) error {
-	return s.tx(ctx, func(tx *sqlx.Tx) error { return s.insertAudit(ctx, tx, ev) })
+// AppendAudit writes events in one transaction of their own.
+func (s *Store) AppendAudit(ctx context.Context, evs ...storage.AuditEvent) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		for _, ev := range evs {
+			if err := s.insertAudit(ctx, tx, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // AuditHeads returns every tenant's chain head.
