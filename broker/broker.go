@@ -7,11 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/actas/actas/broker/api"
 	"github.com/actas/actas/broker/core"
@@ -50,12 +50,16 @@ type Config struct {
 
 // Server is an assembled broker.
 type Server struct {
+	cfg     *config.Config
 	core    *core.Service
 	keys    *keys.Manager
 	outbox  *notify.Worker
 	store   storage.Store
 	log     *slog.Logger
 	handler http.Handler
+	metrics http.Handler // nil: /metrics is on the main listener
+	// draining is set when shutdown starts: /readyz answers 503 from then.
+	draining atomic.Bool
 }
 
 // New builds a server: it loads (or creates) the signing keys; it does not
@@ -84,7 +88,7 @@ func New(ctx context.Context, c Config) (*Server, error) {
 		c.Registry = prometheus.NewRegistry()
 	}
 	op := c.Operator
-	s := &Server{store: c.Store, log: log}
+	s := &Server{cfg: op, store: c.Store, log: log}
 	var err error
 	s.keys, err = keys.New(ctx, keys.Config{
 		Store: c.Store, KEK: c.Secrets.KEK(), Algorithm: op.Keys.Algorithm, RotateEvery: op.Keys.RotateEvery.Std(),
@@ -95,23 +99,22 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
+	m := registerMetrics(c.Registry, c.Store)
 	customers := map[string]core.Verifier{}
 	for _, ci := range op.CustomerIDPs {
-		customers[ci.Issuer] = upstream.New(ci.Issuer, ci.Audience, c.HTTPClient, c.Now, c.JWKSCooldown)
+		customers[ci.Issuer] = upstream.New(ci.Issuer, ci.Audience, c.HTTPClient, c.Now, c.JWKSCooldown).CountFetches(m.jwksFetches)
 	}
-	reloadFailures := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "actas_policy_reload_failures_total", Help: "Policy reloads rejected; the last good policy stayed in force.",
-	})
-	c.Registry.MustRegister(reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.core, err = core.New(core.Config{
 		Operator: op, Policy: c.Policy, Store: c.Store, Secrets: c.Secrets, Keys: s.keys,
-		Support:   upstream.New(op.SupportIDP.Issuer, op.SupportIDP.ClientID, c.HTTPClient, c.Now, c.JWKSCooldown).IDTokensOnly(),
-		Customers: customers, Logger: log, Now: c.Now, ClockSkew: c.ClockSkew, ReloadFailures: reloadFailures,
+		Support: upstream.New(op.SupportIDP.Issuer, op.SupportIDP.ClientID, c.HTTPClient, c.Now, c.JWKSCooldown).
+			IDTokensOnly().CountFetches(m.jwksFetches),
+		Customers: customers, Logger: log, Now: c.Now, ClockSkew: c.ClockSkew,
+		ReloadFailures: m.reloadFailures, Lockouts: m.lockouts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	s.outbox = notify.New(c.Store, op.Notifications, log, c.Now)
+	s.outbox = notify.New(c.Store, op.Notifications, log, c.Now, c.Registry)
 
 	// SkipClean: a non-canonical path ("//token", "/a/../token") is not
 	// redirected with a bodyless 301 but answered like any unknown path.
@@ -125,9 +128,13 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	oauth.New(s.core, s.keys, op.Clients, log, c.Registry).Mount(r)
 	api.New(s.core, c.Secrets, log).Mount(r)
 	hooks.New(s.core, op.TicketHook, log).Mount(r)
-	ops.New(c.Store, c.Registry, log, func() map[string]any {
-		return map[string]any{"policy_sha256": s.core.Policy().SHA256, "signing_key": s.keys.KeySet().SigningKeyID()}
-	}).Mount(r)
+	o := ops.New(c.Store, c.Registry, log, func() (map[string]any, bool) {
+		return map[string]any{"policy_sha256": s.core.Policy().SHA256, "signing_key": s.keys.KeySet().SigningKeyID()}, !s.draining.Load()
+	})
+	o.Mount(r, op.MetricsListen == "")
+	if op.MetricsListen != "" {
+		s.metrics = o.Metrics()
+	}
 	s.handler = httpx.Middleware(r, log, httpx.NewMetrics(c.Registry))
 	return s, nil
 }
@@ -182,8 +189,25 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	var msrv *http.Server
+	if s.metrics != nil {
+		mln, err := net.Listen("tcp", s.cfg.MetricsListen)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("metrics_listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.metrics)
+		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+		go func() {
+			if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("metrics listener", "err", err)
+			}
+		}()
+		defer msrv.Close()
+	}
 	outboxDone := make(chan struct{})
 	go func() { defer close(outboxDone); s.outbox.Run(ctx) }()
 	maintDone := make(chan struct{})
@@ -192,6 +216,13 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
+		// Not ready from now on; keep serving for drain_delay so that load
+		// balancers stop routing here before the listener closes.
+		s.draining.Store(true)
+		if d := s.cfg.DrainDelay.Std(); d > 0 {
+			s.log.Info("draining", "delay", d)
+			time.Sleep(d)
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		err = srv.Shutdown(sctx)

@@ -17,11 +17,18 @@ import (
 // actas.yaml; every key can also be set through ACTAS_<PATH> (for example
 // ACTAS_SUPPORT_IDP_ISSUER), list-valued keys as YAML flow text.
 type Config struct {
-	Issuer        string `yaml:"issuer"`
-	Listen        string `yaml:"listen"`
-	Storage       string `yaml:"storage"`
-	PolicyFile    string `yaml:"policy_file"`
-	SecretKeyFile string `yaml:"secret_key_file"`
+	Issuer string `yaml:"issuer"`
+	Listen string `yaml:"listen"`
+	// MetricsListen, when set, serves /metrics on its own listener (and
+	// not on Listen), so that it need not be public.
+	MetricsListen string `yaml:"metrics_listen"`
+	// DrainDelay is how long, after SIGTERM, actas keeps serving with
+	// /readyz answering 503 before it stops accepting connections, so
+	// that a load balancer stops sending it traffic first.
+	DrainDelay    strictyaml.Duration `yaml:"drain_delay"`
+	Storage       string              `yaml:"storage"`
+	PolicyFile    string              `yaml:"policy_file"`
+	SecretKeyFile string              `yaml:"secret_key_file"`
 	// StorageTimeout bounds every storage call made for a request: past it
 	// the request answers 503 temporarily_unavailable instead of hanging
 	// while the database stalls.
@@ -267,6 +274,16 @@ func (c *Config) validateServer(p *problems, getenv func(string) string) {
 	}
 	if c.PolicyFile == "" {
 		p.add("policy_file", "required")
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			p.add("metrics_listen", "want host:port, got %q", c.MetricsListen)
+		} else if c.MetricsListen == c.Listen {
+			p.add("metrics_listen", "must differ from listen")
+		}
+	}
+	if d := c.DrainDelay.Std(); d > time.Minute {
+		p.add("drain_delay", "must be at most 60s")
 	}
 	if d := c.StorageTimeout.Std(); d < time.Second || d > time.Minute {
 		p.add("storage_timeout", "must be between 1s and 60s")

@@ -1,9 +1,14 @@
 package e2e
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -179,4 +184,67 @@ func TestNonCanonicalPaths(t *testing.T) {
 			t.Fatalf("GET %s: %d %q, want a JSON 4xx", p, res.StatusCode, res.Header.Get("Content-Type"))
 		}
 	}
+}
+
+// Issue 15: /metrics on its own listener, with the operational series;
+// /readyz answers 503 from the moment SIGTERM starts the drain, while
+// requests are still served.
+func TestMetricsListenerAndDrain(t *testing.T) {
+	cust, sup := startIDP(t), startIDP(t)
+	dir := t.TempDir()
+	listen, metrics := freePort(t), freePort(t)
+	cfg := writeConfig(t, dir, listen, "sqlite://"+filepath.Join(dir, "actas.db"), cust, sup, testPolicy)
+	extra := fmt.Sprintf("metrics_listen: %s\ndrain_delay: 2s\n", metrics)
+	if err := appendFile(cfg, extra); err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{server: startServer(t, cfg, listen), cust: cust, sup: sup}
+	admin := f.admin(t, "acme")
+	f.enable(t, "acme", admin, false) // fetches the customer IdP's JWKS
+
+	if r := do(t, mustGet(f.base+"/metrics")); r.status != 404 {
+		t.Fatalf("/metrics on the public listener: %d", r.status)
+	}
+	res, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, series := range []string{"actas_build_info{", "actas_outbox_backlog ", "actas_tenant_lockouts_total ",
+		"actas_upstream_jwks_fetches_total{", "go_sql_open_connections{", `route="/api/v1/tenants/{tenant}/support-access"`} {
+		if !strings.Contains(string(body), series) {
+			t.Errorf("metrics lack %s", series)
+		}
+	}
+
+	f.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond)
+	if r := do(t, mustGet(f.base+"/readyz")); r.status != 503 || r.str("status") != "draining" {
+		t.Fatalf("/readyz while draining: %d %s", r.status, r.raw)
+	}
+	if r := do(t, mustGet(f.base+"/jwks")); r.status != 200 {
+		t.Fatalf("requests must still be served while draining: %d", r.status)
+	}
+	select {
+	case err := <-f.done:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("did not stop after the drain")
+	}
+	f.cmd = nil
+}
+
+func appendFile(path, text string) error {
+	fh, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := fh.WriteString(text); err != nil {
+		fh.Close()
+		return err
+	}
+	return fh.Close()
 }

@@ -150,6 +150,9 @@ func (s *Service) redeemFailure(ctx context.Context, tenant string, eng audit.Ac
 	case errors.As(err, &rf):
 		if rf.Lockout {
 			s.log.WarnContext(ctx, "tenant lockout: pending codes voided", "tenant", tenant, "voided", rf.Voided)
+			if s.lockouts != nil {
+				s.lockouts.Inc()
+			}
 		}
 		return errCode
 	case errors.Is(err, storage.ErrEngineerLocked):

@@ -56,8 +56,10 @@ type Config struct {
 	Now       func() time.Time
 	// ClockSkew is the leeway on token times. Default 30s.
 	ClockSkew time.Duration
-	// ReloadFailures counts rejected policy reloads; optional.
+	// ReloadFailures counts rejected policy reloads, Lockouts tenant
+	// lockouts; both optional.
 	ReloadFailures Counter
+	Lockouts       Counter
 }
 
 // Service is the domain core.
@@ -75,6 +77,7 @@ type Service struct {
 	support   Verifier
 	customers map[string]*customerIssuer
 	reloadErr Counter
+	lockouts  Counter
 	inputs    *boundcache.Cache[string, inputs] // decoded claim snapshots by grant ID
 	usage     usage
 	// seenAdmins throttles recording admin addresses to once an hour.
@@ -105,7 +108,7 @@ func New(c Config) (*Service, error) {
 	}
 	s := &Service{
 		cfg: c.Operator, store: c.Store, secrets: c.Secrets, keys: c.Keys, log: c.Logger, now: c.Now, skew: c.ClockSkew,
-		audiences: map[string]bool{}, support: c.Support, customers: map[string]*customerIssuer{}, reloadErr: c.ReloadFailures,
+		audiences: map[string]bool{}, support: c.Support, customers: map[string]*customerIssuer{}, reloadErr: c.ReloadFailures, lockouts: c.Lockouts,
 		inputs: boundcache.New[string, inputs](65536), seenAdmins: boundcache.New[string, time.Time](16384),
 	}
 	s.timeout = c.Operator.StorageTimeout.Std()

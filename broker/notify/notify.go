@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"code.dny.dev/ssrf"
+	"github.com/prometheus/client_golang/prometheus"
 	mail "github.com/wneessen/go-mail"
 
 	"github.com/actas/actas/config"
@@ -46,17 +47,24 @@ type Worker struct {
 	hooks *http.Client
 	log   *slog.Logger
 	now   func() time.Time
+	sent  *prometheus.CounterVec
 }
 
-// New returns a worker for the configured channels.
-func New(st Store, cfg config.Notifications, log *slog.Logger, now func() time.Time) *Worker {
+// New returns a worker for the configured channels; reg receives its
+// delivery counter.
+func New(st Store, cfg config.Notifications, log *slog.Logger, now func() time.Time, reg prometheus.Registerer) *Worker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Worker{store: st, cfg: cfg, hooks: webhookClient(cfg.AllowLoopbackWebhooks), log: log, now: now}
+	w := &Worker{store: st, cfg: cfg, hooks: webhookClient(cfg.AllowLoopbackWebhooks), log: log, now: now,
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "actas_outbox_deliveries_total", Help: "Outbox delivery attempts by channel and result (delivered, failed).",
+		}, []string{"channel", "result"})}
+	reg.MustRegister(w.sent)
+	return w
 }
 
 // Run delivers due outbox messages until ctx ends. Delivery is at least
@@ -97,6 +105,11 @@ func (w *Worker) deliver(ctx context.Context, m storage.OutboxMessage) {
 		err = fmt.Errorf("unknown channel %q", m.Channel)
 	}
 	now := w.now()
+	result := "delivered"
+	if err != nil {
+		result = "failed"
+	}
+	w.sent.WithLabelValues(m.Channel, result).Inc()
 	if err == nil {
 		if ferr := w.store.FinishOutbox(ctx, m.ID, now, "", time.Time{}); ferr != nil {
 			w.log.Error("outbox: recording delivery", "err", ferr, "id", m.ID)

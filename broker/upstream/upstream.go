@@ -13,6 +13,7 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/actas/actas/broker/core"
 )
@@ -33,6 +34,7 @@ type Issuer struct {
 	verifier *oidc.IDTokenVerifier
 	// idTokens makes Verify accept only ID tokens (actor tokens).
 	idTokens bool
+	fetches  *prometheus.CounterVec
 }
 
 var _ core.Verifier = (*Issuer)(nil)
@@ -62,6 +64,15 @@ func (u *Issuer) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error)
 		return nil, fmt.Errorf("%w: %s publishes no jwks_uri", core.ErrIdPDown, u.issuer)
 	}
 	ks := &cooldownKeySet{url: meta.JWKSURI, client: u.client, now: u.now, cooldown: u.cooldown}
+	if u.fetches != nil {
+		ks.fetched = func(err error) {
+			result := "ok"
+			if err != nil {
+				result = "error"
+			}
+			u.fetches.WithLabelValues(u.issuer, result).Inc()
+		}
+	}
 	u.verifier = oidc.NewVerifier(u.issuer, ks, &oidc.Config{
 		ClientID:             u.clientID,
 		SupportedSigningAlgs: upstreamAlgs,
@@ -77,6 +88,13 @@ func (u *Issuer) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error)
 // refused. It returns u.
 func (u *Issuer) IDTokensOnly() *Issuer {
 	u.idTokens = true
+	return u
+}
+
+// CountFetches counts JWKS fetches in cv, labelled issuer and result
+// (ok, error). It returns u.
+func (u *Issuer) CountFetches(cv *prometheus.CounterVec) *Issuer {
+	u.fetches = cv
 	return u
 }
 
@@ -144,6 +162,8 @@ type cooldownKeySet struct {
 	now      func() time.Time
 	cooldown time.Duration
 
+	fetched func(error) // optional: counts fetches
+
 	mu        sync.Mutex
 	keys      []jose.JSONWebKey
 	lastFetch time.Time
@@ -198,6 +218,9 @@ func (k *cooldownKeySet) keysFor(ctx context.Context, kid string) ([]jose.JSONWe
 	}
 	k.lastFetch = k.now()
 	keys, err := k.fetch(ctx)
+	if k.fetched != nil {
+		k.fetched(err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", core.ErrIdPDown, err)
 	}

@@ -171,6 +171,13 @@ func (s *Store) FinishOutbox(ctx context.Context, id int64, at time.Time, errTex
 	})
 }
 
+// OutboxBacklog counts undelivered messages.
+func (s *Store) OutboxBacklog(ctx context.Context) (int, error) {
+	var n int
+	err := s.read.GetContext(ctx, &n, `SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL`)
+	return n, s.mapErr(err)
+}
+
 // RecordExpiries audits grants that ran out, once each.
 func (s *Store) RecordExpiries(ctx context.Context, now time.Time, limit int, ev storage.AuditEvent) (int, error) {
 	var n int

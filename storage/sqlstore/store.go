@@ -181,6 +181,14 @@ func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 	return int(v.Int64), nil
 }
 
+// DBs returns the connection pools by role, for pool metrics.
+func (s *Store) DBs() map[string]*sql.DB {
+	if s.read == s.write {
+		return map[string]*sql.DB{"main": s.write.DB}
+	}
+	return map[string]*sql.DB{"write": s.write.DB, "read": s.read.DB}
+}
+
 // Close stops the batcher and releases the connections.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
