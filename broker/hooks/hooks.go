@@ -90,22 +90,30 @@ func (h *Handler) tickets(w http.ResponseWriter, r *http.Request) {
 // authenticate checks the timestamp window and the signature, answering
 // 401 itself when either fails; it returns the signature's bytes.
 func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, body []byte) ([]byte, bool) {
-	unauthorized := func(msg string) ([]byte, bool) {
-		api.WriteError(w, http.StatusUnauthorized, "unauthorized", msg, "")
+	sig, err := checkSignature([]byte(h.cfg.Secret), r.Header.Get("X-Actas-Timestamp"), r.Header.Get("X-Actas-Signature"),
+		body, h.core.Now(), h.cfg.MaxAge.Std())
+	if err != nil {
+		api.WriteError(w, http.StatusUnauthorized, "unauthorized", err.Error(), "")
 		return nil, false
 	}
-	tsText := r.Header.Get("X-Actas-Timestamp")
+	return sig, true
+}
+
+// checkSignature verifies X-Actas-Timestamp (Unix seconds, within maxAge
+// of now) and X-Actas-Signature (sha256=<hex HMAC-SHA256 of
+// "<timestamp>.<body>">) in constant time; it returns the signature bytes.
+func checkSignature(secret []byte, tsText, sigHeader string, body []byte, now time.Time, maxAge time.Duration) ([]byte, error) {
 	ts, err := strconv.ParseInt(tsText, 10, 64)
-	if err != nil || h.core.Now().Sub(time.Unix(ts, 0)).Abs() > h.cfg.MaxAge.Std() {
-		return unauthorized("X-Actas-Timestamp is missing or outside the allowed window")
+	if err != nil || now.Sub(time.Unix(ts, 0)).Abs() > maxAge {
+		return nil, errors.New("X-Actas-Timestamp is missing or outside the allowed window")
 	}
-	sig, ok := strings.CutPrefix(r.Header.Get("X-Actas-Signature"), "sha256=")
+	sig, ok := strings.CutPrefix(sigHeader, "sha256=")
 	got, herr := hex.DecodeString(sig)
-	m := hmac.New(sha256.New, []byte(h.cfg.Secret))
+	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(tsText + "."))
 	m.Write(body)
 	if !ok || herr != nil || !hmac.Equal(got, m.Sum(nil)) {
-		return unauthorized("X-Actas-Signature does not match")
+		return nil, errors.New("X-Actas-Signature does not match")
 	}
-	return got, true
+	return got, nil
 }

@@ -123,9 +123,14 @@ func jsonFieldNames(v any) map[string]bool {
 	return names
 }
 
+// errSyntax stops checkKeys at malformed JSON; the real decode reports it.
+var errSyntax = errors.New("syntax")
+
 // checkKeys rejects JSON objects that repeat a key — the standard decoder
 // silently keeps the last one, which would let two parsers of the same body
-// disagree — and top-level keys not in allowed.
+// disagree — and top-level keys not in allowed. At the first malformed
+// token it stops (dec.More keeps answering true after a syntax error, so
+// looping on it would never end) and leaves the error to the real decode.
 func checkKeys(body []byte, allowed map[string]bool) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	depth := 0
@@ -133,7 +138,7 @@ func checkKeys(body []byte, allowed map[string]bool) error {
 	walk = func() error {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil // syntax errors are reported by the real decode
+			return errSyntax
 		}
 		switch tok {
 		case json.Delim('{'):
@@ -143,7 +148,7 @@ func checkKeys(body []byte, allowed map[string]bool) error {
 			for dec.More() {
 				k, err := dec.Token()
 				if err != nil {
-					return nil
+					return errSyntax
 				}
 				key, _ := k.(string)
 				if seen[key] {
@@ -157,18 +162,25 @@ func checkKeys(body []byte, allowed map[string]bool) error {
 					return err
 				}
 			}
-			dec.Token()
+			if _, err := dec.Token(); err != nil {
+				return errSyntax
+			}
 		case json.Delim('['):
 			for dec.More() {
 				if err := walk(); err != nil {
 					return err
 				}
 			}
-			dec.Token()
+			if _, err := dec.Token(); err != nil {
+				return errSyntax
+			}
 		}
 		return nil
 	}
-	return walk()
+	if err := walk(); err != errSyntax {
+		return err
+	}
+	return nil
 }
 
 // WriteJSON writes v with status and no-store caching.
