@@ -6,8 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 )
 
 func (s *server) readyz(t *testing.T) map[string]any {
@@ -119,5 +122,37 @@ func TestPolicyHotReload(t *testing.T) {
 	ir := f.introspect(t, manageProd)
 	if ir.body["active"] != true || ir.str("scope") != "read write" {
 		t.Fatalf("after loosening: %s", ir.raw)
+	}
+}
+
+// Issue 9: with the policy beside the SQLite database, one bad edit is one
+// log line and one audit event, however much the database writes after it
+// (the watcher used to react to the database's own writes).
+func TestBadPolicyEditReportedOnce(t *testing.T) {
+	f := newFixture(t)
+	admin := f.admin(t, "acme")
+	policyPath := filepath.Join(f.dir, "policy.yaml")
+	if err := os.WriteFile(policyPath, []byte("version: 1\nroles: [}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) { // database writes beside the policy
+		f.api(t, "PUT", "/api/v1/tenants/acme/support-access", admin, map[string]any{"enabled": true})
+		f.api(t, "PUT", "/api/v1/tenants/acme/support-access", admin, map[string]any{"enabled": false})
+	}
+	f.cmd.Process.Signal(syscall.SIGHUP) // a manual reload of the same bad content
+	time.Sleep(500 * time.Millisecond)
+	db, err := sqlx.Open("sqlite", filepath.Join(f.dir, "actas.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var failures int
+	if err := db.Get(&failures, `SELECT COUNT(*) FROM audit_events WHERE action = 'policy.reload' AND outcome = 'failure'`); err != nil {
+		t.Fatal(err)
+	}
+	logLines := strings.Count(f.logs.String(), "policy reload rejected")
+	if failures != 1 || logLines != 1 {
+		t.Fatalf("one bad edit gave %d audit events and %d log lines, want 1 and 1", failures, logLines)
 	}
 }

@@ -170,15 +170,21 @@ func (e *Error) Error() string {
 
 // Load reads and parses a policy file.
 func Load(path string) (*Policy, error) {
+	data, err := ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// ReadFile reads a policy file of at most MaxFileSize bytes.
+func ReadFile(path string) ([]byte, error) {
 	data, err := strictyaml.ReadFile(path, MaxFileSize)
 	var tl *strictyaml.TooLargeError
 	if errors.As(err, &tl) {
 		return nil, &Error{File: path, Problems: []Problem{{Line: 1, Column: 1, Msg: fmt.Sprintf("file is %d bytes; the limit is %d", tl.Size, MaxFileSize)}}}
 	}
-	if err != nil {
-		return nil, err
-	}
-	return Parse(path, data)
+	return data, err
 }
 
 var (

@@ -2,8 +2,11 @@ package core
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -16,17 +19,37 @@ import (
 // that does not parse or contradicts itself keeps the last good policy in
 // force; the failure is logged, counted and audited. Reloading an
 // unchanged file does nothing.
+//
+// The same bad content is logged, counted and audited once, however often
+// it is reloaded (by the watcher or SIGHUP); a new bad edit is reported
+// again.
 func (s *Service) ReloadPolicy(ctx context.Context, path string) error {
-	p, err := policy.Load(path)
+	data, err := policy.ReadFile(path)
+	var p *policy.Policy
+	if err == nil {
+		p, err = policy.Parse(path, data)
+	}
 	if err != nil {
+		sum := sha256.Sum256(data)
+		bad := hex.EncodeToString(sum[:])
+		s.reloadMu.Lock()
+		seen := s.lastBadPolicy == bad
+		s.lastBadPolicy = bad
+		s.reloadMu.Unlock()
+		if seen {
+			return err
+		}
 		if s.reloadErr != nil {
 			s.reloadErr.Inc()
 		}
 		s.log.Error("policy reload rejected; keeping the last good policy", "file", path, "err", err)
 		s.appendAudit(ctx, s.event(audit.System, "", audit.PolicyReload, path, audit.Failure,
-			map[string]any{"error": err.Error(), "kept_sha256": s.policy.Load().SHA256}))
+			map[string]any{"error": err.Error(), "kept_sha256": s.policy.Load().SHA256, "rejected_sha256": bad}))
 		return err
 	}
+	s.reloadMu.Lock()
+	s.lastBadPolicy = ""
+	s.reloadMu.Unlock()
 	if p.SHA256 == s.policy.Load().SHA256 {
 		return nil
 	}
@@ -39,8 +62,9 @@ func (s *Service) ReloadPolicy(ctx context.Context, path string) error {
 
 // WatchPolicy reloads the policy when its file changes, until ctx ends. It
 // watches the directory, so editors that write a new file and rename it,
-// and Kubernetes ConfigMap symlink swaps, are seen too; bursts of events
-// are coalesced.
+// and Kubernetes ConfigMap symlink swaps ("..data"), are seen too; events
+// for any other file of the directory (a SQLite database beside the
+// policy writes constantly) are ignored, and bursts are coalesced.
 func (s *Service) WatchPolicy(ctx context.Context, path string) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -50,6 +74,7 @@ func (s *Service) WatchPolicy(ctx context.Context, path string) error {
 		w.Close()
 		return fmt.Errorf("watching policy: %w", err)
 	}
+	base := filepath.Base(path)
 	go func() {
 		defer w.Close()
 		const settle = 150 * time.Millisecond
@@ -60,11 +85,13 @@ func (s *Service) WatchPolicy(ctx context.Context, path string) error {
 			case <-ctx.Done():
 				timer.Stop()
 				return
-			case _, ok := <-w.Events:
+			case ev, ok := <-w.Events:
 				if !ok {
 					return
 				}
-				timer.Reset(settle)
+				if name := filepath.Base(ev.Name); name == base || strings.HasPrefix(name, "..") {
+					timer.Reset(settle)
+				}
 			case err, ok := <-w.Errors:
 				if !ok {
 					return

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -82,6 +83,10 @@ type Service struct {
 	usage     usage
 	// seenAdmins throttles recording admin addresses to once an hour.
 	seenAdmins *boundcache.Cache[string, time.Time]
+	// lastBadPolicy is the sha256 of the last policy content that failed
+	// to load, so that it is reported once.
+	reloadMu      sync.Mutex
+	lastBadPolicy string
 	// lastRetention is when checkpoint and retention last ran; only the
 	// maintenance loop touches it.
 	lastRetention time.Time
