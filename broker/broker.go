@@ -114,7 +114,8 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	s.outbox = notify.New(c.Store, op.Notifications, log, c.Now, c.Registry)
+	s.outbox = notify.New(notify.Config{Store: c.Store, Notifications: op.Notifications, Logger: log, Now: c.Now,
+		PolicySHA: func() string { return s.core.Policy().SHA256 }, Registry: c.Registry})
 
 	// SkipClean: a non-canonical path ("//token", "/a/../token") is not
 	// redirected with a bodyless 301 but answered like any unknown path.

@@ -419,7 +419,9 @@ type Store interface {
 	// ClaimOutbox leases up to limit due messages for delivery; a message
 	// is leased to one claimer at a time, across replicas.
 	ClaimOutbox(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]OutboxMessage, error)
-	// OutboxBacklog counts messages not yet delivered.
+	// DeadLetterOutbox stops retrying a message and writes ev, once.
+	DeadLetterOutbox(ctx context.Context, id int64, at time.Time, errText string, ev AuditEvent) error
+	// OutboxBacklog counts messages not yet delivered nor given up.
 	OutboxBacklog(ctx context.Context) (int, error)
 	// FinishOutbox records a delivery (err == "") or a failure with the
 	// time of the next attempt.

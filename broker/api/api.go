@@ -37,6 +37,7 @@ func (h *Handler) Mount(r *mux.Router) {
 	r.Handle(t+"/support-access", h.serve(h.putSupportAccess)).Methods(http.MethodPut)
 	r.Handle(t+"/grants", h.serve(h.createGrant)).Methods(http.MethodPost)
 	r.Handle(t+"/grants", h.serve(h.listGrants)).Methods(http.MethodGet)
+	r.Handle(t+"/grants/{id}", h.serve(h.getGrant)).Methods(http.MethodGet)
 	r.Handle(t+"/grants/{id}", h.serve(h.deleteGrant)).Methods(http.MethodDelete)
 	r.Handle(t+"/audit", h.serve(h.listAudit)).Methods(http.MethodGet)
 	r.Handle(t+"/notifications", h.serve(h.getNotifications)).Methods(http.MethodGet)

@@ -155,6 +155,14 @@ func (h *Handler) listGrants(r *http.Request, cu *core.Customer) (int, any, erro
 	return http.StatusOK, map[string]any{"grants": out}, nil
 }
 
+func (h *Handler) getGrant(r *http.Request, cu *core.Customer) (int, any, error) {
+	g, err := h.core.Grant(r.Context(), cu, mux.Vars(r)["id"])
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"grant": toGrantJSON(g, h.core.Now())}, nil
+}
+
 func (h *Handler) deleteGrant(r *http.Request, cu *core.Customer) (int, any, error) {
 	if err := h.core.Terminate(r.Context(), cu, mux.Vars(r)["id"]); err != nil {
 		return 0, nil, err

@@ -36,6 +36,7 @@ const (
 	TicketStatus        = "ticket.status"
 	NotificationsUpdate = "notifications.update"
 	PolicyReload        = "policy.reload"
+	NotificationDead    = "notification.dead_letter"
 	KeyCreate           = "key.create"
 	KeyRotate           = "key.rotate"
 )

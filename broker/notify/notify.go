@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	mail "github.com/wneessen/go-mail"
 
+	"github.com/actas/actas/broker/audit"
 	"github.com/actas/actas/config"
 	"github.com/actas/actas/storage"
 )
@@ -32,38 +33,66 @@ const (
 	outboxPoll  = 500 * time.Millisecond
 	outboxLease = time.Minute // longer than one delivery may take
 	maxBackoff  = time.Hour
+	// MaxAttempts bounds delivery: with backoff doubling from 1s, the last
+	// attempt is about 17 minutes after the first; then the message is
+	// dead-lettered (audited, counted) instead of retried forever.
+	MaxAttempts = 10
 )
 
 // Store is the outbox storage the worker needs.
 type Store interface {
 	ClaimOutbox(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]storage.OutboxMessage, error)
 	FinishOutbox(ctx context.Context, id int64, at time.Time, errText string, next time.Time) error
+	DeadLetterOutbox(ctx context.Context, id int64, at time.Time, errText string, ev storage.AuditEvent) error
+}
+
+// Config is what a Worker needs.
+type Config struct {
+	Store         Store
+	Notifications config.Notifications
+	Logger        *slog.Logger
+	Now           func() time.Time
+	// PolicySHA names the policy in force on the dead-letter audit events.
+	PolicySHA func() string
+	// Registry receives the delivery counters.
+	Registry prometheus.Registerer
 }
 
 // Worker delivers outbox messages.
 type Worker struct {
-	store Store
-	cfg   config.Notifications
-	hooks *http.Client
-	log   *slog.Logger
-	now   func() time.Time
-	sent  *prometheus.CounterVec
+	store     Store
+	cfg       config.Notifications
+	hooks     *http.Client
+	log       *slog.Logger
+	now       func() time.Time
+	policySHA func() string
+	sent      *prometheus.CounterVec
+	dead      *prometheus.CounterVec
 }
 
-// New returns a worker for the configured channels; reg receives its
-// delivery counter.
-func New(st Store, cfg config.Notifications, log *slog.Logger, now func() time.Time, reg prometheus.Registerer) *Worker {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// New returns a worker for the configured channels.
+func New(c Config) *Worker {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if now == nil {
-		now = time.Now
+	if c.Now == nil {
+		c.Now = time.Now
 	}
-	w := &Worker{store: st, cfg: cfg, hooks: webhookClient(cfg.AllowLoopbackWebhooks), log: log, now: now,
+	if c.PolicySHA == nil {
+		c.PolicySHA = func() string { return "" }
+	}
+	w := &Worker{store: c.Store, cfg: c.Notifications, hooks: webhookClient(c.Notifications.AllowLoopbackWebhooks),
+		log: c.Logger, now: c.Now, policySHA: c.PolicySHA,
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "actas_outbox_deliveries_total", Help: "Outbox delivery attempts by channel and result (delivered, failed).",
-		}, []string{"channel", "result"})}
-	reg.MustRegister(w.sent)
+		}, []string{"channel", "result"}),
+		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "actas_outbox_dead_letters_total", Help: "Outbox messages given up after MaxAttempts failed deliveries.",
+		}, []string{"channel"}),
+	}
+	if c.Registry != nil {
+		c.Registry.MustRegister(w.sent, w.dead)
+	}
 	return w
 }
 
@@ -116,12 +145,23 @@ func (w *Worker) deliver(ctx context.Context, m storage.OutboxMessage) {
 		}
 		return
 	}
-	backoff := min(time.Duration(1<<min(m.Attempts, 12))*time.Second, maxBackoff)
-	w.log.Warn("outbox: delivery failed; will retry", "id", m.ID, "channel", m.Channel, "attempts", m.Attempts, "retry_in", backoff, "err", err)
 	msg := err.Error()
 	if len(msg) > 500 {
 		msg = msg[:500]
 	}
+	if m.Attempts >= MaxAttempts {
+		w.log.Error("outbox: delivery failed for the last time; dead-lettered", "id", m.ID, "channel", m.Channel, "attempts", m.Attempts, "err", err)
+		w.dead.WithLabelValues(m.Channel).Inc()
+		ev := audit.Event(now, w.policySHA(), audit.System, m.TenantID, audit.NotificationDead, strconv.FormatInt(m.ID, 10), audit.Failure,
+			map[string]any{"kind": m.Kind, "channel": m.Channel, "destination": m.Destination, "attempts": m.Attempts, "error": msg})
+		if derr := w.store.DeadLetterOutbox(ctx, m.ID, now, msg, ev); derr != nil {
+			w.log.Error("outbox: recording dead letter", "err", derr, "id", m.ID)
+		}
+		return
+	}
+	backoff := min(time.Duration(1<<min(m.Attempts, 12))*time.Second, maxBackoff)
+	w.log.Warn("outbox: delivery failed; will retry", "id", m.ID, "channel", m.Channel, "attempts", m.Attempts,
+		"retry_in", backoff.String(), "err", err)
 	if ferr := w.store.FinishOutbox(ctx, m.ID, now, msg, now.Add(backoff)); ferr != nil {
 		w.log.Error("outbox: recording failure", "err", ferr, "id", m.ID)
 	}

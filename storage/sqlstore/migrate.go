@@ -208,6 +208,9 @@ var migrations = []migration{
 	{10, "checkpoints signed with the token-signing key", []string{
 		`ALTER TABLE audit_checkpoints ADD COLUMN signature TEXT NOT NULL DEFAULT ''`,
 	}},
+	{11, "outbox dead letters", []string{
+		`ALTER TABLE outbox ADD COLUMN dead_at BIGINT`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

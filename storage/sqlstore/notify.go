@@ -129,7 +129,7 @@ func (s *Store) ClaimOutbox(ctx context.Context, now time.Time, lease time.Durat
 	}
 	var due []row
 	if err := s.read.SelectContext(ctx, &due, s.read.Rebind(`SELECT id, next_attempt_at FROM outbox
-		WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?`), micro(now), limit); err != nil {
+		WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?`), micro(now), limit); err != nil {
 		return nil, s.mapErr(err)
 	}
 	var out []storage.OutboxMessage
@@ -174,8 +174,21 @@ func (s *Store) FinishOutbox(ctx context.Context, id int64, at time.Time, errTex
 // OutboxBacklog counts undelivered messages.
 func (s *Store) OutboxBacklog(ctx context.Context) (int, error) {
 	var n int
-	err := s.read.GetContext(ctx, &n, `SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL`)
+	err := s.read.GetContext(ctx, &n, `SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL`)
 	return n, s.mapErr(err)
+}
+
+// DeadLetterOutbox gives up on a message after its last failed attempt,
+// writing ev (which says so) in the same transaction.
+func (s *Store) DeadLetterOutbox(ctx context.Context, id int64, at time.Time, errText string, ev storage.AuditEvent) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		n, err := s.exec(ctx, tx, `UPDATE outbox SET dead_at = ?, last_error = ? WHERE id = ? AND delivered_at IS NULL AND dead_at IS NULL`,
+			micro(at), errText, id)
+		if err != nil || n == 0 {
+			return err
+		}
+		return s.insertAudit(ctx, tx, ev)
+	})
 }
 
 // RecordExpiries audits grants that ran out, once each.

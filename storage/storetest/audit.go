@@ -318,3 +318,32 @@ func testRetention(t *testing.T, s storage.Store) {
 		t.Fatalf("a live grant was pruned: %v", err)
 	}
 }
+
+func testDeadLetter(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	s.SeeAdmin(ctx, "acme", "ada", "ada@acme.example", t0)
+	enable(t, s, "acme")
+	msgs, err := s.ClaimOutbox(ctx, t0.Add(time.Hour), time.Minute, 10)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("claimed %d, %v", len(msgs), err)
+	}
+	if n, _ := s.OutboxBacklog(ctx); n != 1 {
+		t.Fatalf("backlog %d, want 1", n)
+	}
+	dead := ev("acme", "notification.dead_letter")
+	dead.Outcome = "failure"
+	for i := 0; i < 2; i++ { // the second call changes nothing
+		if err := s.DeadLetterOutbox(ctx, msgs[0].ID, t0.Add(2*time.Hour), "connection refused", dead); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := s.OutboxBacklog(ctx); n != 0 {
+		t.Fatalf("backlog %d after dead-lettering, want 0", n)
+	}
+	if again, _ := s.ClaimOutbox(ctx, t0.Add(48*time.Hour), time.Minute, 10); len(again) != 0 {
+		t.Fatalf("a dead letter was claimed again: %+v", again)
+	}
+	if n := auditCount(t, s, "acme", "notification.dead_letter"); n != 1 {
+		t.Fatalf("%d dead-letter events, want 1", n)
+	}
+}

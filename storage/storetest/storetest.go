@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store, auditKey []byte) {
 		{"keys/rotate once under a race", testRotate},
 		{"audit/filter and page", testAudit},
 		{"notify/outbox in the same transaction, one claimer", testOutbox},
+		{"notify/dead letter once, out of the backlog", testDeadLetter},
 		{"notify/expiries recorded once", testExpiries},
 		{"retention/engineers and archive", testRetention},
 		{"audit/chain under concurrent writers", func(t *testing.T, s storage.Store) { testChainConcurrency(t, s, auditKey) }},
