@@ -151,14 +151,14 @@ func (p *Policy) decideGrant(r GrantRequest, trail *[]string) (GrantDecision, er
 	switch {
 	case ttl == 0:
 		ttl = min(p.DefaultTTL, limit)
-		*trail = append(*trail, fmt.Sprintf("expiry: default %s, capped by %s %s: %s", p.DefaultTTL, limitBy, limit, ttl))
+		*trail = append(*trail, fmt.Sprintf("expiry: default %s, capped by %s %s: %s", fd(p.DefaultTTL), limitBy, fd(limit), fd(ttl)))
 	case ttl < 0:
 		return GrantDecision{}, &Invalid{Field: "expires_in", Reason: "expiry must be in the future"}
 	case ttl > limit:
-		*trail = append(*trail, fmt.Sprintf("expiry %s above %s %s: deny", ttl, limitBy, limit))
-		return GrantDecision{}, &Invalid{Field: "expires_in", Reason: fmt.Sprintf("expiry %s is beyond the maximum %s set by %s", ttl, limit, limitBy)}
+		*trail = append(*trail, fmt.Sprintf("expiry %s above %s %s: deny", fd(ttl), limitBy, fd(limit)))
+		return GrantDecision{}, &Invalid{Field: "expires_in", Reason: fmt.Sprintf("expiry %s is beyond the maximum %s set by %s", fd(ttl), fd(limit), limitBy)}
 	default:
-		*trail = append(*trail, fmt.Sprintf("expiry %s: within %s %s", ttl, limitBy, limit))
+		*trail = append(*trail, fmt.Sprintf("expiry %s: within %s %s", fd(ttl), limitBy, fd(limit)))
 	}
 
 	in := ruleInput{
@@ -351,8 +351,8 @@ func (p *Policy) GrantStillFits(g IssuedGrant, now time.Time, trail *[]string) (
 		}
 	}
 	if ttl := g.ExpiresAt.Sub(g.CreatedAt); ttl > limit {
-		*trail = append(*trail, fmt.Sprintf("grant lifetime %s above %s %s: deny", ttl, limitBy, limit))
-		return "", &Denied{Rule: limitBy, Reason: fmt.Sprintf("the grant's lifetime %s is beyond the maximum %s", ttl, limit)}
+		*trail = append(*trail, fmt.Sprintf("grant lifetime %s above %s %s: deny", fd(ttl), limitBy, fd(limit)))
+		return "", &Denied{Rule: limitBy, Reason: fmt.Sprintf("the grant's lifetime %s is beyond the maximum %s", fd(ttl), fd(limit))}
 	}
 	return g.Role, nil
 }

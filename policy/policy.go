@@ -199,22 +199,35 @@ func Parse(name string, data []byte) (*Policy, error) {
 	}
 	var f file
 	root, err := strictyaml.Decode(data, &f)
+	var decodeProbs []Problem
 	if err != nil {
 		var probs strictyaml.Problems
-		if errors.As(err, &probs) {
-			e := &Error{File: name}
-			for _, p := range probs {
-				e.Problems = append(e.Problems, Problem{p.Line, p.Column, p.Msg})
-			}
-			return nil, e
+		if !errors.As(err, &probs) {
+			return nil, &Error{File: name, Problems: []Problem{{Msg: err.Error()}}}
 		}
-		return nil, &Error{File: name, Problems: []Problem{{Msg: err.Error()}}}
+		for _, p := range probs {
+			decodeProbs = append(decodeProbs, Problem{p.Line, p.Column, p.Msg})
+		}
+		if root == nil { // not even decodable: nothing more to check
+			return nil, &Error{File: name, Problems: decodeProbs}
+		}
 	}
+	// What decoded is checked too, so that one run reports every problem.
 	b := builder{root: root}
 	p := b.build(&f)
-	if len(b.probs) > 0 {
-		sort.SliceStable(b.probs, func(i, j int) bool { return b.probs[i].Line < b.probs[j].Line })
-		return nil, &Error{File: name, Problems: b.probs}
+	// A check that fails on a line the decode already reported is its
+	// consequence ("roles must list a role" after roles failed to decode).
+	all := decodeProbs
+	for _, bp := range b.probs {
+		if !slices.ContainsFunc(decodeProbs, func(d Problem) bool { return d.Line == bp.Line }) {
+			all = append(all, bp)
+		}
+	}
+	if len(all) > 0 {
+		sort.SliceStable(all, func(i, j int) bool {
+			return all[i].Line < all[j].Line || all[i].Line == all[j].Line && all[i].Column < all[j].Column
+		})
+		return nil, &Error{File: name, Problems: all}
 	}
 	sum := sha256.Sum256(data)
 	p.SHA256 = hex.EncodeToString(sum[:])
@@ -329,7 +342,7 @@ func (b *builder) grants(f *file, pol *Policy) {
 	pol.DefaultTTL = b.duration(f.Grants.DefaultTTL, defaultDefaultTTL, p("grants", "default_ttl"))
 	pol.MaxTTL = b.duration(f.Grants.MaxTTL, defaultMaxTTL, p("grants", "max_ttl"))
 	if pol.DefaultTTL > pol.MaxTTL {
-		b.fail(p("grants", "default_ttl"), "default_ttl %s is above max_ttl %s", pol.DefaultTTL, pol.MaxTTL)
+		b.fail(p("grants", "default_ttl"), "default_ttl %s is above max_ttl %s", fd(pol.DefaultTTL), fd(pol.MaxTTL))
 	}
 	if len(f.Grants.GranterRoles) == 0 {
 		b.fail(p("grants"), "grants.granter_roles must name at least one role (the tenant admins)")
@@ -368,7 +381,7 @@ func (b *builder) environments(f *file, pol *Policy) {
 		env := Environment{Name: name, RequireTicket: e.RequireTicket}
 		env.MaxTTL = b.duration(e.MaxTTL, 0, p("environments", name, "max_ttl"))
 		if env.MaxTTL > pol.MaxTTL {
-			b.fail(p("environments", name, "max_ttl"), "environment %q max_ttl %s is above the global grants.max_ttl %s", name, env.MaxTTL, pol.MaxTTL)
+			b.fail(p("environments", name, "max_ttl"), "environment %q max_ttl %s is above the global grants.max_ttl %s", name, fd(env.MaxTTL), fd(pol.MaxTTL))
 		}
 		pol.environments[name] = env
 	}
@@ -396,10 +409,10 @@ func (b *builder) tokens(f *file, pol *Policy) {
 	pol.AccessTTL = b.duration(f.Tokens.AccessTTL, defaultAccessTTL, p("tokens", "access_ttl"))
 	pol.RefreshTTL = b.duration(f.Tokens.RefreshTTL, defaultRefreshTTL, p("tokens", "refresh_ttl"))
 	if pol.AccessTTL > 24*time.Hour {
-		b.fail(p("tokens", "access_ttl"), "access_ttl %s is above 24h; access tokens are meant to be short-lived", pol.AccessTTL)
+		b.fail(p("tokens", "access_ttl"), "access_ttl %s is above 24h; access tokens are meant to be short-lived", fd(pol.AccessTTL))
 	}
 	if pol.RefreshTTL < pol.AccessTTL {
-		b.fail(p("tokens", "refresh_ttl"), "refresh_ttl %s is below access_ttl %s", pol.RefreshTTL, pol.AccessTTL)
+		b.fail(p("tokens", "refresh_ttl"), "refresh_ttl %s is below access_ttl %s", fd(pol.RefreshTTL), fd(pol.AccessTTL))
 	}
 }
 
@@ -413,7 +426,7 @@ func (b *builder) tickets(f *file, pol *Policy) {
 		}
 		v := b.duration(d, 0, p("tickets", "severity_max_ttl", sev))
 		if v > pol.MaxTTL {
-			b.fail(p("tickets", "severity_max_ttl", sev), "severity %s max_ttl %s is above the global grants.max_ttl %s", sev, v, pol.MaxTTL)
+			b.fail(p("tickets", "severity_max_ttl", sev), "severity %s max_ttl %s is above the global grants.max_ttl %s", sev, fd(v), fd(pol.MaxTTL))
 		}
 		pol.SeverityMaxTTL[sev] = v
 	}
@@ -444,6 +457,9 @@ func (b *builder) rules(f *file, pol *Policy) {
 		pol.rules = append(pol.rules, compiled)
 	}
 }
+
+// fd formats a duration the way the policy file writes it.
+var fd = strictyaml.FormatDuration
 
 // IsSeverity reports whether s is a ticket severity, S1 (highest) to S4.
 func IsSeverity(s string) bool { return s == "S1" || s == "S2" || s == "S3" || s == "S4" }

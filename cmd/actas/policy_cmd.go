@@ -202,11 +202,6 @@ func printExplain(w io.Writer, out map[string]any) {
 	}
 }
 
-func fmtDuration(d time.Duration) string {
-	if d%(24*time.Hour) == 0 && d > 0 {
-		return fmt.Sprintf("%dd", d/(24*time.Hour))
-	}
-	return d.String()
-}
+func fmtDuration(d time.Duration) string { return strictyaml.FormatDuration(d) }
 
 var _ = flag.ErrHelp

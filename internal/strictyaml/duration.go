@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -58,26 +59,54 @@ func ParseDuration(s string) (time.Duration, error) {
 	return time.Duration(total), nil
 }
 
-// UnmarshalYAML implements yaml.Unmarshaler.
+// FormatDuration writes d in the syntax ParseDuration reads, largest
+// units first ("5d", "1h30m", "90s"), so that messages echo durations the
+// way a file's author writes them, not as Go's "120h0m0s".
+func FormatDuration(d time.Duration) string {
+	if d == 0 {
+		return "0s"
+	}
+	var b strings.Builder
+	if d < 0 {
+		b.WriteByte('-')
+		d = -d
+	}
+	for _, u := range []struct {
+		unit time.Duration
+		name string
+	}{{24 * time.Hour, "d"}, {time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}} {
+		if n := d / u.unit; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.name)
+			d -= n * u.unit
+		}
+	}
+	if d > 0 || b.Len() == 0 {
+		return time.Duration(d).String() // below a second: not in the file syntax
+	}
+	return b.String()
+}
+
+// String formats d as FormatDuration does.
+func (d Duration) String() string { return FormatDuration(time.Duration(d)) }
+
+// UnmarshalYAML implements yaml.Unmarshaler. Its errors are *yaml.TypeError
+// so that decoding goes on and every problem of a file is reported at once.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return &PosError{n.Line, n.Column, "a duration must be a string such as 24h or 5d"}
+		return posTypeError(n, "a duration must be a string such as 24h or 5d")
 	}
 	v, err := ParseDuration(n.Value)
 	if err != nil {
-		return &PosError{n.Line, n.Column, err.Error()}
+		return posTypeError(n, err.Error())
 	}
 	*d = Duration(v)
 	return nil
 }
 
-// Std returns the value as a time.Duration.
-func (d Duration) Std() time.Duration { return time.Duration(d) }
-
-// PosError is an error at a position, returned by custom unmarshalers.
-type PosError struct {
-	Line, Column int
-	Msg          string
+// posTypeError is a positioned problem that yaml.v3 collects and goes on.
+func posTypeError(n *yaml.Node, msg string) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d column %d: %s", n.Line, n.Column, msg)}}
 }
 
-func (e *PosError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Msg) }
+// Std returns the value as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }

@@ -25,6 +25,7 @@ import (
 type Problem struct {
 	Line, Column int
 	Msg          string
+	fatal        bool // the document must not be decoded
 }
 
 // Problems is every defect found in a document, in document order.
@@ -64,11 +65,22 @@ func Decode(data []byte, out any) (*yaml.Node, error) {
 	}
 	var probs Problems
 	check(doc, reflect.TypeOf(out).Elem(), &probs)
-	if len(probs) > 0 {
-		return nil, probs
+	for _, p := range probs {
+		if p.fatal {
+			return nil, probs // anchors, aliases, duplicates: do not decode
+		}
 	}
+	// Unknown keys are ignored by the decode, so every type problem is
+	// found in the same pass: the caller gets the document (decoded as far
+	// as it goes) and every problem, in document order.
 	if err := doc.Decode(out); err != nil {
-		return nil, typeProblems(err, doc)
+		probs = append(probs, typeProblems(err, doc)...)
+	}
+	if len(probs) > 0 {
+		sort.SliceStable(probs, func(i, j int) bool {
+			return probs[i].Line < probs[j].Line || probs[i].Line == probs[j].Line && probs[i].Column < probs[j].Column
+		})
+		return doc, probs
 	}
 	return doc, nil
 }
@@ -87,10 +99,6 @@ func syntaxProblem(err error) Problems {
 // typeProblems converts yaml.v3 type errors ("line 4: cannot unmarshal
 // !!str `x` into int") into Problems.
 func typeProblems(err error, doc *yaml.Node) Problems {
-	var pe *PosError
-	if errors.As(err, &pe) {
-		return Problems{{Line: pe.Line, Column: pe.Column, Msg: pe.Msg}}
-	}
 	msgs := []string{err.Error()}
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
@@ -98,9 +106,11 @@ func typeProblems(err error, doc *yaml.Node) Problems {
 	}
 	var probs Problems
 	for _, e := range msgs {
-		line := doc.Line
+		line, col := doc.Line, 0
 		msg := e
-		if _, scanErr := fmt.Sscanf(e, "line %d:", &line); scanErr == nil {
+		if _, scanErr := fmt.Sscanf(e, "line %d column %d:", &line, &col); scanErr == nil {
+			msg = strings.TrimSpace(e[strings.Index(e, ":")+1:])
+		} else if _, scanErr := fmt.Sscanf(e, "line %d:", &line); scanErr == nil {
 			msg = strings.TrimSpace(e[strings.Index(e, ":")+1:])
 		}
 		msg = goTypeRE.ReplaceAllStringFunc(msg, yamlKind)
@@ -109,7 +119,7 @@ func typeProblems(err error, doc *yaml.Node) Problems {
 		msg = strings.ReplaceAll(msg, "!!map", "mapping")
 		msg = strings.ReplaceAll(msg, "!!seq", "list")
 		msg = strings.ReplaceAll(msg, "!!bool", "boolean")
-		probs = append(probs, Problem{Line: line, Msg: msg})
+		probs = append(probs, Problem{Line: line, Column: col, Msg: msg})
 	}
 	return probs
 }
@@ -138,10 +148,10 @@ func yamlKind(into string) string {
 // aliases. It does not check scalar types: yaml.v3 does that with positions.
 func check(node *yaml.Node, t reflect.Type, probs *Problems) {
 	if node.Anchor != "" {
-		*probs = append(*probs, Problem{node.Line, node.Column, fmt.Sprintf("anchors are not allowed (&%s)", node.Anchor)})
+		*probs = append(*probs, Problem{node.Line, node.Column, fmt.Sprintf("anchors are not allowed (&%s)", node.Anchor), true})
 	}
 	if node.Kind == yaml.AliasNode {
-		*probs = append(*probs, Problem{node.Line, node.Column, "aliases are not allowed"})
+		*probs = append(*probs, Problem{node.Line, node.Column, "aliases are not allowed", true})
 		return
 	}
 	for t.Kind() == reflect.Pointer {
@@ -159,7 +169,7 @@ func check(node *yaml.Node, t reflect.Type, probs *Problems) {
 		eachPair(node, probs, func(k, v *yaml.Node) {
 			ft, ok := fields[k.Value]
 			if !ok {
-				*probs = append(*probs, Problem{k.Line, k.Column, fmt.Sprintf("unknown key %q (known: %s)", k.Value, knownKeys(fields))})
+				*probs = append(*probs, Problem{k.Line, k.Column, fmt.Sprintf("unknown key %q (known: %s)", k.Value, knownKeys(fields)), false})
 				return
 			}
 			check(v, ft, probs)
@@ -186,7 +196,7 @@ func eachPair(node *yaml.Node, probs *Problems, fn func(k, v *yaml.Node)) {
 	for i := 0; i+1 < len(node.Content); i += 2 {
 		k, v := node.Content[i], node.Content[i+1]
 		if first, dup := seen[k.Value]; dup {
-			*probs = append(*probs, Problem{k.Line, k.Column, fmt.Sprintf("duplicate key %q (first at line %d)", k.Value, first)})
+			*probs = append(*probs, Problem{k.Line, k.Column, fmt.Sprintf("duplicate key %q (first at line %d)", k.Value, first), true})
 			continue
 		}
 		seen[k.Value] = k.Line
