@@ -6,11 +6,13 @@ import (
 	"net"
 	"net/url"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/actas/actas/internal/strictyaml"
+	"github.com/actas/actas/internal/suggest"
 )
 
 // Config is the operator configuration. Field tags are the keys of
@@ -161,8 +163,42 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 	return Parse(path, data, getenv)
 }
 
+// LoadStorage is Load for commands that only open storage (migrate, keys,
+// audit): the file is parsed as strictly, but only storage, the root
+// secret's source and the key algorithm are validated, so they run without
+// the identity providers' or clients' secrets.
+func LoadStorage(path string, getenv func(string) string) (*Config, error) {
+	data, err := strictyaml.ReadFile(path, MaxFileSize)
+	if err != nil {
+		return nil, err
+	}
+	c, err := decode(path, data, getenv)
+	if err != nil {
+		return nil, err
+	}
+	var p problems
+	c.validateStorage(&p, getenv)
+	if len(p) > 0 {
+		return nil, &Error{File: path, Problems: p}
+	}
+	return c, nil
+}
+
 // Parse is Load on bytes already read; name is used in messages.
 func Parse(name string, data []byte, getenv func(string) string) (*Config, error) {
+	c, err := decode(name, data, getenv)
+	if err != nil {
+		return nil, err
+	}
+	if probs := c.Validate(getenv); len(probs) > 0 {
+		return nil, &Error{File: name, Problems: probs}
+	}
+	return c, nil
+}
+
+// decode parses, applies ACTAS_ overrides, resolves secrets and fills
+// defaults; it validates nothing.
+func decode(name string, data []byte, getenv func(string) string) (*Config, error) {
 	var c Config
 	if _, err := strictyaml.Decode(data, &c); err != nil {
 		var probs strictyaml.Problems
@@ -180,9 +216,6 @@ func Parse(name string, data []byte, getenv func(string) string) (*Config, error
 	}
 	c.resolveSecrets(getenv)
 	c.SetDefaults()
-	if probs := c.Validate(getenv); len(probs) > 0 {
-		return nil, &Error{File: name, Problems: probs}
-	}
 	return &c, nil
 }
 
@@ -268,10 +301,7 @@ func (c *Config) validateServer(p *problems, getenv func(string) string) {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		p.add("listen", "want host:port, got %q", c.Listen)
 	}
-	kind, _, err := StorageKind(c.Storage)
-	if err != nil {
-		p.add("storage", "%v", err)
-	}
+	c.validateStorage(p, getenv)
 	if c.PolicyFile == "" {
 		p.add("policy_file", "required")
 	}
@@ -288,13 +318,22 @@ func (c *Config) validateServer(p *problems, getenv func(string) string) {
 	if d := c.StorageTimeout.Std(); d < time.Second || d > time.Minute {
 		p.add("storage_timeout", "must be between 1s and 60s")
 	}
+	if c.Keys.RotateEvery.Std() < time.Hour {
+		p.add("keys.rotate_every", "must be at least 1h")
+	}
+}
+
+// validateStorage checks what opening storage needs: the storage URL, the
+// root secret's source and the algorithm of keys it may create.
+func (c *Config) validateStorage(p *problems, getenv func(string) string) {
+	kind, _, err := StorageKind(c.Storage)
+	if err != nil {
+		p.add("storage", "%v", err)
+	}
 	switch c.Keys.Algorithm {
 	case AlgES256, AlgRS256, AlgEdDSA:
 	default:
 		p.add("keys.algorithm", "must be one of ES256, RS256, EdDSA; got %q", c.Keys.Algorithm)
-	}
-	if c.Keys.RotateEvery.Std() < time.Hour {
-		p.add("keys.rotate_every", "must be at least 1h")
 	}
 	if kind == "postgres" && getenv(SecretKeyEnv) == "" && c.SecretKeyFile == "" {
 		p.add("secret_key_file", "PostgreSQL storage needs a shared root secret: set %s or secret_key_file", SecretKeyEnv)
@@ -530,4 +569,55 @@ func indentFlow(val string) string {
 		return val
 	}
 	return "\n  " + strings.ReplaceAll(strings.TrimRight(val, "\n"), "\n", "\n  ")
+}
+
+// UnknownEnv returns a message for every ACTAS_ variable in environ that
+// names no configuration key and no secret this configuration reads
+// (SecretKeyEnv, and every *_env key's variable): a mistyped variable is
+// an error, as a mistyped key in the file is.
+func UnknownEnv(c *Config, environ []string) []string {
+	known := map[string]bool{SecretKeyEnv: true}
+	envNames(reflect.TypeOf(*c), "ACTAS", known)
+	for _, v := range []string{c.SupportIDP.ClientSecretEnv, c.TicketHook.SecretEnv, c.Notifications.WebhookSecretEnv, c.Notifications.SMTP.PasswordEnv} {
+		known[v] = true
+	}
+	for _, cl := range c.Clients {
+		known[cl.SecretEnv] = true
+	}
+	names := make([]string, 0, len(known))
+	for n := range known {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "ACTAS_") || known[name] {
+			continue
+		}
+		msg := fmt.Sprintf("environment variable %s is not a configuration key", name)
+		if s := suggest.Closest(name, names); s != "" {
+			msg += fmt.Sprintf(" (did you mean %s?)", s)
+		}
+		out = append(out, msg)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// envNames collects the ACTAS_<PATH> names applyEnv reads.
+func envNames(t reflect.Type, prefix string, out map[string]bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		env := prefix + "_" + strings.ToUpper(name)
+		if f.Type.Kind() == reflect.Struct {
+			envNames(f.Type, env, out)
+			continue
+		}
+		out[env] = true
+	}
 }

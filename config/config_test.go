@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -109,4 +110,44 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("accepted a config without an issuer")
 		}
 	})
+}
+
+func TestUnknownEnv(t *testing.T) {
+	c, err := Parse("actas.yaml", []byte(good), env(secrets))
+	if err != nil {
+		t.Fatal(err)
+	}
+	environ := []string{"PATH=/bin", "ACTAS_LISTEN=127.0.0.1:1", "ACTAS_SECRET_KEY=x", "ACTAS_SUPPORT_IDP_ISSUER=https://x",
+		"ACTAS_NOTIFICATIONS_SMTP_HOST=h", "ACTAS_STORGE=sqlite://x", "ACTAS_NOPE=1"}
+	got := UnknownEnv(c, environ)
+	want := []string{
+		"environment variable ACTAS_NOPE is not a configuration key",
+		"environment variable ACTAS_STORGE is not a configuration key (did you mean ACTAS_STORAGE?)",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// Commands that only open storage need neither the identity providers nor
+// the clients' secrets.
+func TestLoadStorageNeedsOnlyStorage(t *testing.T) {
+	dir := t.TempDir()
+	p := dir + "/actas.yaml"
+	if err := os.WriteFile(p, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p, env(nil)); err == nil {
+		t.Fatal("the full load must want the secrets")
+	}
+	c, err := LoadStorage(p, env(nil))
+	if err != nil || c.Storage != "sqlite://actas.db" {
+		t.Fatalf("LoadStorage: %v", err)
+	}
+	if err := os.WriteFile(p, []byte(good+"bogus: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadStorage(p, env(nil)); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Fatalf("unknown keys are still errors: %v", err)
+	}
 }

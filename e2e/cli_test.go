@@ -15,7 +15,9 @@ import (
 
 func runActas(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	out, err := exec.Command(actasBin, args...).CombinedOutput()
+	cmd := exec.Command(actasBin, args...)
+	cmd.Env = childEnv()
+	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -109,5 +111,77 @@ func TestAuditVerifyCLI(t *testing.T) {
 	out, code2 = verify()
 	if code2 != 1 || !strings.Contains(out, `tenant "acme" breaks at seq 2`) || !strings.Contains(out, "edited") {
 		t.Fatalf("verify tampered: %d %s", code2, out)
+	}
+}
+
+// runActasEnv is runActas with extra environment variables.
+func runActasEnv(t *testing.T, env []string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(actasBin, args...)
+	cmd.Env = append(childEnv(), env...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	}
+	t.Fatal(err)
+	return "", -1
+}
+
+// Issue 9: a newcomer's command line: version, complete help, help for
+// every group, and "did you mean" for typos.
+func TestCLIHelp(t *testing.T) {
+	cases := []struct {
+		args     []string
+		code     int
+		contains []string
+	}{
+		{[]string{"--version"}, 0, []string{"actas ", "go1."}},
+		{[]string{"version"}, 0, []string{"actas "}},
+		{[]string{"--help"}, 0, []string{"rotate", "verify", "export", "explain", "actas keys rotate --config actas.yaml"}},
+		{[]string{}, 2, []string{"usage: actas <command>"}},
+		{[]string{"policy", "--help"}, 0, []string{"check", "explain"}},
+		{[]string{"keys"}, 2, []string{"list", "rotate"}},
+		{[]string{"sevre"}, 2, []string{`unknown command "sevre"; did you mean "serve"?`}},
+		{[]string{"audit", "verfy"}, 2, []string{`did you mean "verify"?`}},
+		{[]string{"migrate", "--confg", "x.yaml"}, 2, []string{"did you mean --config?"}},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, code := runActas(t, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d: %s", code, tc.code, out)
+			}
+			for _, c := range tc.contains {
+				if !strings.Contains(out, c) {
+					t.Fatalf("output lacks %q:\n%s", c, out)
+				}
+			}
+		})
+	}
+}
+
+// Issue 9: admin commands that read storage need only storage and the root
+// secret, not the IdPs' or clients' secrets; a mistyped ACTAS_ variable is
+// an error naming it.
+func TestAdminCommandsNeedOnlyStorage(t *testing.T) {
+	f := newFixture(t)
+	admin := f.admin(t, "acme")
+	f.enable(t, "acme", admin, false)
+	f.stop(t)
+	// The config names ACTAS_PRODUCT_SECRET and ACTAS_OTHER_SECRET, which
+	// this environment does not have.
+	for _, args := range [][]string{{"keys", "list"}, {"audit", "verify"}, {"audit", "export", "--tenant", "acme"}, {"migrate"}} {
+		out, code := runActas(t, append(args, "--config", f.cfgPath)...)
+		if code != 0 {
+			t.Fatalf("%v without client secrets: exit %d\n%s", args, code, out)
+		}
+	}
+	out, code := runActasEnv(t, []string{"ACTAS_STORGE=sqlite://elsewhere.db"}, "keys", "list", "--config", f.cfgPath)
+	if code != 1 || !strings.Contains(out, "ACTAS_STORGE") || !strings.Contains(out, "did you mean ACTAS_STORAGE?") {
+		t.Fatalf("a mistyped variable: exit %d\n%s", code, out)
 	}
 }

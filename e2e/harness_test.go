@@ -146,6 +146,19 @@ const (
 	pgSecret      = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // 32 bytes, base64
 )
 
+// childEnv is this process's environment for an actas child, without the
+// test suite's own ACTAS_TEST_ variables, which actas refuses as unknown
+// configuration variables.
+func childEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "ACTAS_TEST_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 func freePort(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -205,7 +218,7 @@ clients:
 func startServer(t *testing.T, cfgPath, listen string, extraEnv ...string) *server {
 	t.Helper()
 	s := &server{base: "http://" + listen, dir: filepath.Dir(cfgPath), cfgPath: cfgPath, logs: &bytes.Buffer{}, done: make(chan error, 1)}
-	s.env = append(os.Environ(), "ACTAS_PRODUCT_SECRET="+productSecret, "ACTAS_OTHER_SECRET="+otherSecret)
+	s.env = append(childEnv(), "ACTAS_PRODUCT_SECRET="+productSecret, "ACTAS_OTHER_SECRET="+otherSecret)
 	s.env = append(s.env, extraEnv...)
 	s.start(t)
 	t.Cleanup(func() {

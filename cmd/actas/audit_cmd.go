@@ -13,16 +13,9 @@ import (
 	"github.com/actas/actas/storage"
 )
 
-func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "verify" {
-		return auditVerify(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) == 0 || args[0] != "export" {
-		fmt.Fprintln(stderr, "usage: actas audit verify|export --config actas.yaml ...")
-		return errUsage
-	}
+func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var tenant, since, until *string
-	st, _, err := configStore(ctx, "audit export", "--config actas.yaml --tenant T [--since RFC3339] [--until RFC3339]", args[1:], stderr,
+	st, _, err := configStore(ctx, "audit export", "--config actas.yaml --tenant T [--since RFC3339] [--until RFC3339]", args, stderr,
 		func(fs *flag.FlagSet) {
 			tenant = fs.String("tenant", "", "tenant whose events to export (system events: --tenant '')")
 			since = fs.String("since", "", "only events at or after this time")

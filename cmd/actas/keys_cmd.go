@@ -12,15 +12,8 @@ import (
 	"github.com/actas/actas/broker/keys"
 )
 
-func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "rotate" {
-		return keysRotate(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) == 0 || args[0] != "list" {
-		fmt.Fprintln(stderr, "usage: actas keys list|rotate --config actas.yaml")
-		return errUsage
-	}
-	st, _, err := configStore(ctx, "keys list", "--config actas.yaml", args[1:], stderr, nil)
+func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	st, _, err := configStore(ctx, "keys list", "--config actas.yaml", args, stderr, nil)
 	if err != nil {
 		return err
 	}

@@ -14,22 +14,7 @@ import (
 	"github.com/actas/actas/policy"
 )
 
-func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: actas policy check FILE... | actas policy explain --policy FILE [flags]")
-		return errUsage
-	}
-	switch args[0] {
-	case "check":
-		return policyCheck(args[1:], stdout, stderr)
-	case "explain":
-		return policyExplain(args[1:], stdout, stderr)
-	}
-	fmt.Fprintf(stderr, "actas policy: unknown subcommand %q (check, explain)\n", args[0])
-	return errUsage
-}
-
-func policyCheck(args []string, stdout, stderr io.Writer) error {
+func policyCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("policy check", "FILE...", stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -87,7 +72,7 @@ func (c claimsFlag) Set(v string) error {
 	return nil
 }
 
-func policyExplain(args []string, stdout, stderr io.Writer) error {
+func policyExplain(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("policy explain", "--policy FILE --granter-role ROLE --role ROLE --env ENV [flags]", stderr)
 	file := fs.String("policy", "", "policy file (required)")
 	granterRole := fs.String("granter-role", "", "the granting user's role (required)")

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,13 +83,23 @@ func wire(ctx context.Context, cfg *config.Config, pol *policy.Policy, log *slog
 	return &app{cfg: cfg, store: st, server: srv}, nil
 }
 
-// loadConfig loads and validates the config file.
+// loadConfig loads and validates the config file, and refuses ACTAS_
+// variables that name no key.
 func loadConfig(path string) (*config.Config, error) {
 	cfg, err := config.Load(path, os.Getenv)
 	if err != nil {
 		return nil, err
 	}
-	return cfg, nil
+	return cfg, checkEnv(cfg)
+}
+
+// checkEnv refuses ACTAS_ variables that name no key of cfg: a mistyped
+// variable must not be silently ignored when a mistyped key is an error.
+func checkEnv(cfg *config.Config) error {
+	if probs := config.UnknownEnv(cfg, os.Environ()); len(probs) > 0 {
+		return errors.New(strings.Join(probs, "; "))
+	}
+	return nil
 }
 
 // loadPolicy reads the policy file the config names, relative to the
@@ -105,7 +117,9 @@ func loadPolicy(cfgPath string, cfg *config.Config) (*policy.Policy, string, err
 }
 
 // configFlag parses a command's flags, of which --config is required, and
-// loads the config; extra adds the command's own flags.
+// loads the config as a storage-only command needs it (storage and the
+// root secret; not the identity providers or the clients' secrets); extra
+// adds the command's own flags.
 func configFlag(name, synopsis string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*config.Config, string, error) {
 	fs := newFlags(name, synopsis, stderr)
 	cfgPath := fs.String("config", "", "operator config file (required)")
@@ -119,8 +133,11 @@ func configFlag(name, synopsis string, args []string, stderr io.Writer, extra fu
 		fs.Usage()
 		return nil, "", errUsage
 	}
-	cfg, err := loadConfig(*cfgPath)
-	return cfg, *cfgPath, err
+	cfg, err := config.LoadStorage(*cfgPath, os.Getenv)
+	if err != nil {
+		return nil, "", err
+	}
+	return cfg, *cfgPath, checkEnv(cfg)
 }
 
 // configStore is configFlag, then the configured store.
