@@ -293,6 +293,7 @@ func do(t *testing.T, req *http.Request) resp {
 	}
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
+	checkAPIResponse(t, req, res.StatusCode, res.Header, raw)
 	out := resp{status: res.StatusCode, raw: raw, header: res.Header}
 	if len(raw) > 0 && strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
 		if err := json.Unmarshal(raw, &out.body); err != nil {

@@ -43,7 +43,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	env, err := newDevEnv(ln.Addr().String(), "sqlite://"+filepath.Join(dir, "actas.db"))
+	env, err := newDevEnv(ln.Addr().String(), "sqlite://"+filepath.Join(dir, "actas.db"), false)
 	if err != nil {
 		ln.Close()
 		return err

@@ -4,6 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"io/fs"
+	"os"
+	"strings"
 
 	"github.com/actas/actas/config"
 	"github.com/actas/actas/internal/devidp"
@@ -22,17 +25,32 @@ const (
 	devAudience      = "product"
 )
 
-func newDevEnv(listen, storage string) (*devEnv, error) {
-	cust, err := devidp.Start()
+// newDevEnv starts the dev identity providers. With keep set (the
+// config-less serve), their addresses and keys and the product's secret
+// are kept in files beside the SQLite database (0600), so a restart keeps
+// every token and secret printed before; without it (the demo) all are
+// fresh.
+func newDevEnv(listen, storage string, keep bool) (*devEnv, error) {
+	state := func(string) string { return "" }
+	if keep {
+		db := strings.TrimPrefix(storage, "sqlite://")
+		state = func(name string) string { return db + ".dev-" + name }
+	}
+	cust, err := devidp.StartAt(state("customer-idp.json"))
 	if err != nil {
 		return nil, err
 	}
-	sup, err := devidp.Start()
+	sup, err := devidp.StartAt(state("support-idp.json"))
 	if err != nil {
 		cust.Close()
 		return nil, err
 	}
-	secret := randomSecret()
+	secret, err := keptSecret(state("product-secret"))
+	if err != nil {
+		cust.Close()
+		sup.Close()
+		return nil, err
+	}
 	cfg := &config.Config{
 		Issuer: "http://" + listen, Listen: listen, Storage: storage, PolicyFile: "(built-in sample policy)",
 		SupportIDP:   config.SupportIDP{Issuer: sup.Issuer, ClientID: "actas", GroupsClaim: "groups"},
@@ -60,4 +78,19 @@ func randomSecret() string {
 	b := make([]byte, 24)
 	rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// keptSecret returns the secret in path, creating it (0600) when missing;
+// with path "" a fresh one.
+func keptSecret(path string) (string, error) {
+	if path == "" {
+		return randomSecret(), nil
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	s := randomSecret()
+	return s, os.WriteFile(path, []byte(s+"\n"), 0o600)
 }

@@ -8,10 +8,14 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -26,16 +30,59 @@ type IDP struct {
 	done   chan struct{}
 }
 
-// Start runs an issuer on a loopback port.
-func Start() (*IDP, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+// Start runs an issuer on a fresh loopback port with a fresh key.
+func Start() (*IDP, error) { return StartAt("") }
+
+// state is what StartAt keeps in its file.
+type state struct {
+	Addr string `json:"addr"`
+	Key  []byte `json:"key"` // PKCS#8 DER
+}
+
+// StartAt runs an issuer whose port and key live in stateFile (created
+// 0600 on first start), so that a restarted dev setup keeps its issuer URL
+// and keys and every token it printed before stays valid. With stateFile
+// "" both are fresh.
+func StartAt(stateFile string) (*IDP, error) {
+	var st state
+	if stateFile != "" {
+		if b, err := os.ReadFile(stateFile); err == nil {
+			if json.Unmarshal(b, &st) != nil {
+				return nil, fmt.Errorf("dev identity provider state %s is corrupt; delete it", stateFile)
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
 	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	var key *rsa.PrivateKey
+	if len(st.Key) > 0 {
+		k, err := x509.ParsePKCS8PrivateKey(st.Key)
+		rk, ok := k.(*rsa.PrivateKey)
+		if err != nil || !ok {
+			return nil, fmt.Errorf("dev identity provider key in %s is corrupt; delete the file", stateFile)
+		}
+		key = rk
+	} else {
+		var err error
+		if key, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			return nil, err
+		}
+	}
+	addr := st.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		ln.Close()
-		return nil, err
+		return nil, fmt.Errorf("dev identity provider: %w (its address is kept in %s so that issued tokens stay valid; free the port or delete the file)", err, stateFile)
+	}
+	if stateFile != "" && st.Addr == "" {
+		der, _ := x509.MarshalPKCS8PrivateKey(key)
+		b, _ := json.Marshal(state{Addr: ln.Addr().String(), Key: der})
+		if err := os.WriteFile(stateFile, b, 0o600); err != nil {
+			ln.Close()
+			return nil, err
+		}
 	}
 	jwk := jose.JSONWebKey{Key: key, KeyID: "dev-1", Algorithm: "RS256", Use: "sig"}
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jwk},
