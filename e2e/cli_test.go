@@ -1,13 +1,16 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	_ "modernc.org/sqlite"
@@ -183,5 +186,62 @@ func TestAdminCommandsNeedOnlyStorage(t *testing.T) {
 	out, code := runActasEnv(t, []string{"ACTAS_STORGE=sqlite://elsewhere.db"}, "keys", "list", "--config", f.cfgPath)
 	if code != 1 || !strings.Contains(out, "ACTAS_STORGE") || !strings.Contains(out, "did you mean ACTAS_STORAGE?") {
 		t.Fatalf("a mistyped variable: exit %d\n%s", code, out)
+	}
+}
+
+// Issue 9: the dev setup takes its port before printing anything, and a
+// restart keeps the identity providers, so tokens printed before still
+// work.
+func TestDevSetupRestart(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	start := func() (*exec.Cmd, *bytes.Buffer) {
+		os.Remove(filepath.Join(dir, "actas-dev.env")) // written anew once ready
+		cmd := exec.Command(actasBin, "serve", "--listen", addr)
+		cmd.Dir, cmd.Env = dir, childEnv()
+		out := &bytes.Buffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			if b, err := os.ReadFile(filepath.Join(dir, "actas-dev.env")); err == nil && len(b) > 0 {
+				return cmd, out
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("dev setup not ready:\n%s", out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	stop := func(cmd *exec.Cmd) {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("dev setup exit: %v", err)
+		}
+	}
+	cmd, _ := start()
+	vars, _ := os.ReadFile(filepath.Join(dir, "actas-dev.env"))
+	admin := ""
+	for _, l := range strings.Split(string(vars), "\n") {
+		if v, ok := strings.CutPrefix(l, "export ADMIN="); ok {
+			admin = v
+		}
+	}
+	// A second server on the same address fails at once, printing no banner.
+	busy := exec.Command(actasBin, "serve", "--listen", addr)
+	busy.Dir, busy.Env = t.TempDir(), childEnv()
+	out, err := busy.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "already in use") || strings.Contains(string(out), "export ADMIN") {
+		t.Fatalf("busy port: %v\n%s", err, out)
+	}
+	stop(cmd)
+	cmd, _ = start()
+	defer stop(cmd)
+	s := &server{base: "http://" + addr}
+	if r := s.api(t, "GET", "/api/v1/tenants/acme/support-access", admin, nil); r.status != 200 {
+		t.Fatalf("a token printed before the restart: %d %s", r.status, r.raw)
 	}
 }
