@@ -354,10 +354,11 @@ type Store interface {
 
 	// Tenant returns a tenant's setting; ErrNotFound if never set.
 	Tenant(ctx context.Context, id string) (Tenant, error)
-	// SetSupportAccess stores t; turning support off revokes every live
-	// grant, its tokens and pending codes of the tenant, returning how many
-	// grants it ended.
-	SetSupportAccess(ctx context.Context, t Tenant, ev AuditEvent) (int, error)
+	// SetSupportAccess stores t and writes ev; turning support off ends
+	// every live grant of the tenant, its tokens and pending codes, one
+	// grantEnded event each (target and sub/act filled in), and returns how
+	// many grants it ended.
+	SetSupportAccess(ctx context.Context, t Tenant, ev, grantEnded AuditEvent) (int, error)
 
 	// CreateGrant stores g; ErrSupportOff if the tenant's support access is
 	// off, ErrAlreadyExists if its code collides with a live code.

@@ -179,7 +179,8 @@ func (s *Service) SetSupportAccess(ctx context.Context, cu *Customer, enabled bo
 		"enabled": next.SupportEnabled, "allow_non_admin_grants": next.AllowNonAdminGrants,
 		"previous": map[string]any{"enabled": prev.SupportEnabled, "allow_non_admin_grants": prev.AllowNonAdminGrants},
 	})
-	n, err := s.store.SetSupportAccess(ctx, next, ev)
+	ended := s.event(cu.Actor(), cu.Tenant, audit.GrantRevoke, "", audit.Success, map[string]any{"reason": "support_access_disabled"})
+	n, err := s.store.SetSupportAccess(ctx, next, ev, ended)
 	if err != nil {
 		return next, 0, unavailable(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -27,7 +28,7 @@ func (s *Store) Tenant(ctx context.Context, id string) (storage.Tenant, error) {
 
 // SetSupportAccess upserts the tenant and, when turning support off, ends
 // every live grant of the tenant with its tokens.
-func (s *Store) SetSupportAccess(ctx context.Context, t storage.Tenant, ev storage.AuditEvent) (int, error) {
+func (s *Store) SetSupportAccess(ctx context.Context, t storage.Tenant, ev, grantEnded storage.AuditEvent) (int, error) {
 	var ended int64
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
 		ended = 0
@@ -39,36 +40,72 @@ func (s *Store) SetSupportAccess(ctx context.Context, t storage.Tenant, ev stora
 			t.ID, t.SupportEnabled, t.AllowNonAdminGrants, t.ChangedBy, micro(t.ChangedAt)); err != nil {
 			return err
 		}
+		if err := s.insertAudit(ctx, tx, ev); err != nil {
+			return err
+		}
 		if !t.SupportEnabled {
-			n, err := s.endTenantGrants(ctx, tx, t.ID, t.ChangedAt, t.ChangedBy, "support_access_disabled")
+			ids, err := s.endGrants(ctx, tx, t.ID, `expires_at > ?`, []any{micro(t.ChangedAt)},
+				t.ChangedAt, t.ChangedBy, "support_access_disabled", &grantEnded)
 			if err != nil {
 				return err
 			}
-			ended = n
+			ended = int64(len(ids))
+			// Codes of grants that ran out are voided too, and no token of
+			// the tenant outlives the toggle.
+			if _, err := s.exec(ctx, tx, `UPDATE grants SET code_hash = NULL WHERE tenant_id = ? AND code_hash IS NOT NULL`, t.ID); err != nil {
+				return err
+			}
+			for _, table := range []string{"tokens", "refresh_tokens"} {
+				if _, err := s.exec(ctx, tx, `UPDATE `+table+` SET revoked_at = ?
+					WHERE revoked_at IS NULL AND grant_id IN (SELECT id FROM grants WHERE tenant_id = ?)`, micro(t.ChangedAt), t.ID); err != nil {
+					return err
+				}
+			}
 		}
-		return s.insertAudit(ctx, tx, ev)
+		return nil
 	})
 	return int(ended), err
 }
 
-// endTenantGrants revokes every unrevoked grant of a tenant that has not
-// expired, its tokens and refresh tokens, and voids its pending codes.
-func (s *Store) endTenantGrants(ctx context.Context, tx *sqlx.Tx, tenant string, at time.Time, by, reason string) (int64, error) {
-	n, err := s.exec(ctx, tx, `UPDATE grants SET revoked_at = ?, revoked_by = ?, revoke_reason = ?, code_hash = NULL
-		WHERE tenant_id = ? AND revoked_at IS NULL AND expires_at > ?`, micro(at), by, reason, tenant, micro(at))
-	if err != nil {
-		return 0, err
+// endGrants is the one end of grants, whatever the cause (terminate,
+// refresh-token revocation or reuse, toggle off, ticket closed, lockout):
+// every unrevoked grant of tenant that also matches cond (SQL on grants,
+// with args) ends at at, by by, for reason; its tokens and refresh tokens
+// end with it; and unless ev is nil one event per ended grant (ev with the
+// grant as target and its sub and act added) is written in the same
+// transaction, with the notifications it triggers. It returns the ended
+// grants' IDs. Whatever a grant's end must also do (logout tokens, push
+// events) belongs here.
+func (s *Store) endGrants(ctx context.Context, tx *sqlx.Tx, tenant, cond string, args []any, at time.Time, by, reason string, ev *storage.AuditEvent) ([]string, error) {
+	q := tx.Rebind(`UPDATE grants SET revoked_at = ?, revoked_by = ?, revoke_reason = ?, code_hash = NULL
+		WHERE tenant_id = ? AND revoked_at IS NULL AND (` + cond + `) RETURNING id, granted_by, engineer_sub`)
+	var ended []struct {
+		ID  string `db:"id"`
+		Sub string `db:"granted_by"`
+		Act string `db:"engineer_sub"`
 	}
-	if _, err := s.exec(ctx, tx, `UPDATE grants SET code_hash = NULL WHERE tenant_id = ? AND code_hash IS NOT NULL`, tenant); err != nil {
-		return 0, err
+	if err := tx.SelectContext(ctx, &ended, q, append([]any{micro(at), by, reason, tenant}, args...)...); err != nil {
+		return nil, s.mapErr(err)
 	}
-	for _, table := range []string{"tokens", "refresh_tokens"} {
-		if _, err := s.exec(ctx, tx, `UPDATE `+table+` SET revoked_at = ?
-			WHERE revoked_at IS NULL AND grant_id IN (SELECT id FROM grants WHERE tenant_id = ?)`, micro(at), tenant); err != nil {
-			return 0, err
+	sort.Slice(ended, func(i, j int) bool { return ended[i].ID < ended[j].ID })
+	ids := make([]string, 0, len(ended))
+	for _, g := range ended {
+		for _, table := range []string{"tokens", "refresh_tokens"} {
+			if _, err := s.exec(ctx, tx, `UPDATE `+table+` SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL`, micro(at), g.ID); err != nil {
+				return nil, err
+			}
 		}
+		if ev != nil {
+			e := *ev
+			e.TenantID, e.Target = tenant, g.ID
+			e.Detail = mergeDetail(e.Detail, map[string]any{"sub": g.Sub, "act": g.Act})
+			if err := s.insertAudit(ctx, tx, e); err != nil {
+				return nil, err
+			}
+		}
+		ids = append(ids, g.ID)
 	}
-	return n, nil
+	return ids, nil
 }
 
 // CreateGrant stores a grant if the tenant's support access is on.
@@ -190,39 +227,26 @@ func (s *Store) Grants(ctx context.Context, f storage.GrantFilter) ([]storage.Gr
 	return out, s.mapErr(rows.Err())
 }
 
-// RevokeGrant ends a grant, its tokens and refresh tokens.
+// RevokeGrant ends a grant, its tokens and refresh tokens, through
+// endGrants; ev is the event of the end (false and no event if the grant
+// had already ended by revocation).
 func (s *Store) RevokeGrant(ctx context.Context, tenantID, id string, at time.Time, by, reason string, ev storage.AuditEvent) (bool, error) {
 	var changed bool
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
-		var err error
-		changed, err = s.revokeGrantTx(ctx, tx, tenantID, id, at, by, reason)
-		if err != nil || !changed {
+		ids, err := s.endGrants(ctx, tx, tenantID, `id = ?`, []any{id}, at, by, reason, &ev)
+		if err != nil {
 			return err
 		}
-		return s.insertAudit(ctx, tx, ev)
+		changed = len(ids) == 1
+		if !changed {
+			var one int
+			if err := tx.GetContext(ctx, &one, tx.Rebind(`SELECT 1 FROM grants WHERE tenant_id = ? AND id = ?`), tenantID, id); err != nil {
+				return s.mapErr(err)
+			}
+		}
+		return nil
 	})
 	return changed, err
-}
-
-func (s *Store) revokeGrantTx(ctx context.Context, tx *sqlx.Tx, tenantID, id string, at time.Time, by, reason string) (bool, error) {
-	n, err := s.exec(ctx, tx, `UPDATE grants SET revoked_at = ?, revoked_by = ?, revoke_reason = ?, code_hash = NULL
-		WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL`, micro(at), by, reason, tenantID, id)
-	if err != nil {
-		return false, err
-	}
-	if n == 0 {
-		var one int
-		if err := tx.GetContext(ctx, &one, tx.Rebind(`SELECT 1 FROM grants WHERE tenant_id = ? AND id = ?`), tenantID, id); err != nil {
-			return false, s.mapErr(err)
-		}
-		return false, nil
-	}
-	for _, table := range []string{"tokens", "refresh_tokens"} {
-		if _, err := s.exec(ctx, tx, `UPDATE `+table+` SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL`, micro(at), id); err != nil {
-			return false, err
-		}
-	}
-	return true, nil
 }
 
 // TicketUpdate applies a ticket status change; see storage.Store.
@@ -237,31 +261,14 @@ func (s *Store) TicketUpdate(ctx context.Context, u storage.TicketUpdate) ([]str
 			return err
 		}
 		if u.End {
-			q := `SELECT id, granted_by, engineer_sub FROM grants WHERE tenant_id = ? AND ticket = ? AND revoked_at IS NULL AND expires_at > ?`
-			args := []any{u.TenantID, u.TicketID, micro(u.Now)}
+			cond, args := `ticket = ? AND expires_at > ?`, []any{u.TicketID, micro(u.Now)}
 			if u.System != "" {
-				q += ` AND ticket_system = ?`
+				cond += ` AND ticket_system = ?`
 				args = append(args, u.System)
 			}
-			var rows []struct {
-				ID  string `db:"id"`
-				Sub string `db:"granted_by"`
-				Act string `db:"engineer_sub"`
-			}
-			if err := tx.SelectContext(ctx, &rows, tx.Rebind(q+` ORDER BY id`), args...); err != nil {
-				return s.mapErr(err)
-			}
-			for _, g := range rows {
-				if _, err := s.revokeGrantTx(ctx, tx, u.TenantID, g.ID, u.Now, "system", u.Reason); err != nil {
-					return err
-				}
-				ev := u.GrantEvent
-				ev.Target = g.ID
-				ev.Detail = mergeDetail(ev.Detail, map[string]any{"sub": g.Sub, "act": g.Act})
-				if err := s.insertAudit(ctx, tx, ev); err != nil {
-					return err
-				}
-				ended = append(ended, g.ID)
+			var err error
+			if ended, err = s.endGrants(ctx, tx, u.TenantID, cond, args, u.Now, "system", u.Reason, &u.GrantEvent); err != nil {
+				return err
 			}
 		}
 		ev := u.Event

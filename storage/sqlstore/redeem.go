@@ -242,15 +242,16 @@ func (s *Store) countFailure(ctx context.Context, tx *sqlx.Tx, p storage.RedeemP
 			return nil, err
 		}
 		if n >= p.MaxFailures {
-			voided, err := s.exec(ctx, tx, `UPDATE grants SET code_hash = NULL, revoked_at = ?, revoked_by = 'system', revoke_reason = 'lockout'
-				WHERE tenant_id = ? AND code_hash IS NOT NULL`, micro(p.Now), p.TenantID)
+			// The lockout event (below) names how many; no event per code.
+			voidedIDs, err := s.endGrants(ctx, tx, p.TenantID, `code_hash IS NOT NULL`, nil, p.Now, "system", "lockout", nil)
 			if err != nil {
 				return nil, err
 			}
+			voided := len(voidedIDs)
 			if _, err := s.exec(ctx, tx, `DELETE FROM redeem_failures WHERE scope = ? AND subject = ?`, scopeTenant, p.TenantID); err != nil {
 				return nil, err
 			}
-			f.Lockout, f.Voided = true, int(voided)
+			f.Lockout, f.Voided = true, voided
 		}
 	}
 	if err := s.insertAudit(ctx, tx, p.FailureEvent); err != nil {

@@ -36,26 +36,17 @@ func (s *Store) Refresh(ctx context.Context, hash []byte, clientID string, now t
 			RETURNING `+strings.ReplaceAll(refreshCols, "r.", ""), micro(now), hash, clientID, micro(now)), &r)
 		if errors.Is(err, sql.ErrNoRows) {
 			// A used token presented again: the family is compromised.
-			var grantID, tenantID, sub, act string
-			err := s.queryRow(ctx, tx, `SELECT r.grant_id, g.tenant_id, g.granted_by, g.engineer_sub FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id
-				WHERE r.hash = ? AND r.client_id = ? AND r.used_at IS NOT NULL`, hash, clientID).Scan(&grantID, &tenantID, &sub, &act)
+			var grantID, tenantID string
+			err := s.queryRow(ctx, tx, `SELECT r.grant_id, g.tenant_id FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id
+				WHERE r.hash = ? AND r.client_id = ? AND r.used_at IS NOT NULL`, hash, clientID).Scan(&grantID, &tenantID)
 			if errors.Is(err, sql.ErrNoRows) {
 				return storage.ErrNotFound
 			}
 			if err != nil {
 				return s.mapErr(err)
 			}
-			changed, err := s.revokeGrantTx(ctx, tx, tenantID, grantID, now, "system", "refresh_token_reuse")
-			if err != nil {
+			if _, err := s.endGrants(ctx, tx, tenantID, `id = ?`, []any{grantID}, now, "system", "refresh_token_reuse", &reuse); err != nil {
 				return err
-			}
-			if changed {
-				ev := reuse
-				ev.TenantID, ev.Target = tenantID, grantID
-				ev.Detail = mergeDetail(ev.Detail, map[string]any{"sub": sub, "act": act})
-				if err := s.insertAudit(ctx, tx, ev); err != nil {
-					return err
-				}
 			}
 			reused = true
 			return nil

@@ -20,7 +20,7 @@ func testTenantToggle(t *testing.T, s storage.Store) {
 	if err != nil || !tn.SupportEnabled || tn.AllowNonAdminGrants || tn.ChangedBy != "admin" || !tn.ChangedAt.Equal(t0) {
 		t.Fatalf("tenant = %+v, %v", tn, err)
 	}
-	if _, err := s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: true, AllowNonAdminGrants: true, ChangedBy: "b", ChangedAt: t0.Add(time.Minute)}, ev("acme", "support_access.update")); err != nil {
+	if _, err := s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: true, AllowNonAdminGrants: true, ChangedBy: "b", ChangedAt: t0.Add(time.Minute)}, ev("acme", "support_access.update"), ev("acme", "grant.revoke")); err != nil {
 		t.Fatal(err)
 	}
 	tn, _ = s.Tenant(ctx, "acme")
@@ -35,7 +35,7 @@ func testGrantRequiresSupport(t *testing.T, s storage.Store) {
 		t.Fatalf("unknown tenant: got %v, want ErrSupportOff", err)
 	}
 	enable(t, s, "acme")
-	s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: false, ChangedBy: "a", ChangedAt: t0}, ev("acme", "support_access.disable"))
+	s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: false, ChangedBy: "a", ChangedAt: t0}, ev("acme", "support_access.disable"), ev("acme", "grant.revoke"))
 	if err := s.CreateGrant(ctx, newGrant("acme", "111111"), ev("acme", "grant.create")); !errors.Is(err, storage.ErrSupportOff) {
 		t.Fatalf("disabled tenant: got %v, want ErrSupportOff", err)
 	}
@@ -142,9 +142,13 @@ func testToggleOffEndsTokens(t *testing.T, s storage.Store) {
 	mustCreate(t, s, newGrant("acme", "121212"))
 	pending := mustCreate(t, s, newGrant("acme", "343434"))
 	_, is := redeem(t, s, redeemParams("acme", "121212", "eng-1", t0))
-	n, err := s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: false, ChangedBy: "admin", ChangedAt: t0.Add(time.Minute)}, ev("acme", "support_access.disable"))
+	n, err := s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: false, ChangedBy: "admin", ChangedAt: t0.Add(time.Minute)}, ev("acme", "support_access.disable"), ev("acme", "grant.revoke"))
 	if err != nil || n != 2 {
 		t.Fatalf("toggle off ended %d grants (%v), want 2", n, err)
+	}
+	// The one end-of-grant path: one event per ended grant.
+	if c := auditCount(t, s, "acme", "grant.revoke"); c != 2 {
+		t.Fatalf("toggle off wrote %d grant.revoke events, want one per ended grant (2)", c)
 	}
 	st, _ := s.TokenState(ctx, is.Token.JTI)
 	if st.TenantEnabled || st.Token.RevokedAt.IsZero() {

@@ -65,7 +65,7 @@ func randID(prefix string) string {
 
 func enable(t *testing.T, s storage.Store, tenant string) {
 	t.Helper()
-	if _, err := s.SetSupportAccess(context.Background(), storage.Tenant{ID: tenant, SupportEnabled: true, ChangedBy: "admin", ChangedAt: t0}, ev(tenant, "support_access.enable")); err != nil {
+	if _, err := s.SetSupportAccess(context.Background(), storage.Tenant{ID: tenant, SupportEnabled: true, ChangedBy: "admin", ChangedAt: t0}, ev(tenant, "support_access.enable"), ev(tenant, "grant.revoke")); err != nil {
 		t.Fatal(err)
 	}
 }
