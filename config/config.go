@@ -520,24 +520,10 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 }
 
 func applyEnvStruct(v reflect.Value, prefix string, getenv func(string) string) error {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		env := prefix + "_" + strings.ToUpper(name)
-		fv := v.Field(i)
-		if f.Type.Kind() == reflect.Struct {
-			if err := applyEnvStruct(fv, env, getenv); err != nil {
-				return err
-			}
-			continue
-		}
+	return eachEnvField(v, prefix, func(env string, f reflect.StructField, fv reflect.Value) error {
 		val := getenv(env)
 		if val == "" {
-			continue
+			return nil
 		}
 		switch {
 		case f.Type.Kind() == reflect.String:
@@ -558,6 +544,30 @@ func applyEnvStruct(v reflect.Value, prefix string, getenv func(string) string) 
 			}
 			fv.Set(holder.Elem().Field(0))
 		}
+		return nil
+	})
+}
+
+// eachEnvField calls fn for every key of the struct v with the name of
+// its ACTAS_<PATH> variable, descending into sections.
+func eachEnvField(v reflect.Value, prefix string, fn func(env string, f reflect.StructField, fv reflect.Value) error) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		env := prefix + "_" + strings.ToUpper(name)
+		var err error
+		if f.Type.Kind() == reflect.Struct {
+			err = eachEnvField(v.Field(i), env, fn)
+		} else {
+			err = fn(env, f, v.Field(i))
+		}
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -577,7 +587,10 @@ func indentFlow(val string) string {
 // an error, as a mistyped key in the file is.
 func UnknownEnv(c *Config, environ []string) []string {
 	known := map[string]bool{SecretKeyEnv: true}
-	envNames(reflect.TypeOf(*c), "ACTAS", known)
+	eachEnvField(reflect.ValueOf(Config{}), "ACTAS", func(env string, _ reflect.StructField, _ reflect.Value) error {
+		known[env] = true
+		return nil
+	})
 	for _, v := range []string{c.SupportIDP.ClientSecretEnv, c.TicketHook.SecretEnv, c.Notifications.WebhookSecretEnv, c.Notifications.SMTP.PasswordEnv} {
 		known[v] = true
 	}
@@ -603,21 +616,4 @@ func UnknownEnv(c *Config, environ []string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// envNames collects the ACTAS_<PATH> names applyEnv reads.
-func envNames(t reflect.Type, prefix string, out map[string]bool) {
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		env := prefix + "_" + strings.ToUpper(name)
-		if f.Type.Kind() == reflect.Struct {
-			envNames(f.Type, env, out)
-			continue
-		}
-		out[env] = true
-	}
 }

@@ -18,18 +18,7 @@ import (
 
 func runActas(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(actasBin, args...)
-	cmd.Env = childEnv()
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return string(out), 0
-	case errors.As(err, &ee):
-		return string(out), ee.ExitCode()
-	}
-	t.Fatal(err)
-	return "", -1
+	return runActasEnv(t, nil, args...)
 }
 
 func TestPolicyCLI(t *testing.T) {
