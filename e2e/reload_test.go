@@ -142,6 +142,7 @@ func TestBadPolicyEditReportedOnce(t *testing.T) {
 	}
 	f.cmd.Process.Signal(syscall.SIGHUP) // a manual reload of the same bad content
 	time.Sleep(500 * time.Millisecond)
+	f.stop(t) // the logs are complete (and safe to read) once it has exited
 	db, err := sqlx.Open("sqlite", filepath.Join(f.dir, "actas.db")+"?mode=ro")
 	if err != nil {
 		t.Fatal(err)
