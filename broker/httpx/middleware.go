@@ -16,15 +16,19 @@ import (
 
 type ctxKey struct{}
 
-// routeHolder carries the matched route's template out of the router.
-type routeHolder struct{ template string }
-
-type routeKey struct{}
+// requestInfo is what the middleware puts on a request's context (one
+// value, one allocation): its ID, and the matched route's template, which
+// the router fills in.
+type requestInfo struct {
+	id, route string
+}
 
 // RequestID returns the request ID carried by ctx, or "".
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(ctxKey{}).(string)
-	return id
+	if ri, ok := ctx.Value(ctxKey{}).(*requestInfo); ok {
+		return ri.id
+	}
+	return ""
 }
 
 // LogHandler wraps h so that every record logged with a request's context
@@ -77,9 +81,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func Middleware(r *mux.Router, log *slog.Logger, m *Metrics) http.Handler {
 	r.Use(func(next http.Handler) http.Handler { // runs only when a route matched
 		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			if h, ok := req.Context().Value(routeKey{}).(*routeHolder); ok {
+			if ri, ok := req.Context().Value(ctxKey{}).(*requestInfo); ok {
 				if t, err := mux.CurrentRoute(req).GetPathTemplate(); err == nil {
-					h.template = t
+					ri.route = t
 				}
 			}
 			next.ServeHTTP(w, req)
@@ -94,8 +98,8 @@ func Middleware(r *mux.Router, log *slog.Logger, m *Metrics) http.Handler {
 		w.Header().Set("X-Request-ID", id)
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		req.Body = http.MaxBytesReader(w, req.Body, MaxBodyBytes+1)
-		route := &routeHolder{template: "other"}
-		ctx := context.WithValue(context.WithValue(req.Context(), ctxKey{}, id), routeKey{}, route)
+		ri := &requestInfo{id: id, route: "other"}
+		ctx := context.WithValue(req.Context(), ctxKey{}, ri)
 		req = req.WithContext(ctx)
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		defer func() {
@@ -109,9 +113,9 @@ func Middleware(r *mux.Router, log *slog.Logger, m *Metrics) http.Handler {
 				}
 			}
 			d := time.Since(start)
-			m.requests.WithLabelValues(route.template, strconv.Itoa(rec.status)).Inc()
-			m.latency.WithLabelValues(route.template).Observe(d.Seconds())
-			log.InfoContext(ctx, "request", "method", req.Method, "route", route.template, "status", rec.status,
+			m.requests.WithLabelValues(ri.route, strconv.Itoa(rec.status)).Inc()
+			m.latency.WithLabelValues(ri.route).Observe(d.Seconds())
+			log.InfoContext(ctx, "request", "method", req.Method, "route", ri.route, "status", rec.status,
 				"duration_ms", float64(d.Microseconds())/1000)
 		}()
 		r.ServeHTTP(rec, req)
