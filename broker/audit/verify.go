@@ -120,7 +120,9 @@ func verifyCheckpoints(cps []storage.Checkpoint, key []byte, checkSig func(stora
 // Verify checks the checkpoint chain, then walks every tenant's chain
 // from its sealed anchor (or the start), checks that every head a
 // checkpoint sealed is still there, and returns how many events it checked
-// and the first *ChainError, if any.
+// and the first *ChainError, if any. It reads each event once (linear in
+// the chain's length) and may run on a live database: events appended
+// while it runs are verified too, against the head as it is then.
 //
 // checkSig, if set, also checks each checkpoint's signature.
 func Verify(ctx context.Context, r Reader, key []byte, checkSig func(storage.Checkpoint) error) (int, error) {
@@ -151,25 +153,24 @@ func Verify(ctx context.Context, r Reader, key []byte, checkSig func(storage.Che
 			v.seq, v.prev = a.Seq, a.Hash
 		}
 		sealed := sealedHeads[h.TenantID]
-		var after int64 = v.seq
-		for {
-			evs, err := r.AuditChain(ctx, h.TenantID, after, 1000)
+		if err := walk(ctx, r, v, sealed, &n); err != nil {
+			return n, err
+		}
+		// Events appended while this ran (a live database) lie beyond the
+		// head read at the start; the head of now must account for them.
+		// An event beyond every head is an insertion: End reports it.
+		for tries := 0; v.seq > h.Seq && tries < 10; tries++ {
+			cur, err := currentHead(ctx, r, h.TenantID)
 			if err != nil {
 				return n, err
 			}
-			for i := range evs {
-				if err := v.Next(&evs[i]); err != nil {
-					return n, err
-				}
-				if evs[i].Seq == sealed.Seq && hex.EncodeToString(evs[i].Hash) != sealed.Hash {
-					return n, &ChainError{TenantID: h.TenantID, Seq: sealed.Seq, ID: evs[i].ID, Reason: "differs from the head a checkpoint sealed"}
-				}
-				n++
-			}
-			if len(evs) < 1000 {
+			if cur.Seq < v.seq {
 				break
 			}
-			after = evs[len(evs)-1].Seq
+			h = cur
+			if err := walk(ctx, r, v, sealed, &n); err != nil {
+				return n, err
+			}
 		}
 		if err := v.End(h); err != nil {
 			return n, err
@@ -180,4 +181,41 @@ func Verify(ctx context.Context, r Reader, key []byte, checkSig func(storage.Che
 		}
 	}
 	return n, nil
+}
+
+// walk verifies the events of v's tenant after the last one it checked.
+// Each event is read once, a page at a time by the (tenant, seq) index.
+func walk(ctx context.Context, r Reader, v *ChainVerifier, sealed sealedHead, n *int) error {
+	for {
+		evs, err := r.AuditChain(ctx, v.tenant, v.seq, 1000)
+		if err != nil {
+			return err
+		}
+		for i := range evs {
+			if err := v.Next(&evs[i]); err != nil {
+				return err
+			}
+			if evs[i].Seq == sealed.Seq && hex.EncodeToString(evs[i].Hash) != sealed.Hash {
+				return &ChainError{TenantID: v.tenant, Seq: sealed.Seq, ID: evs[i].ID, Reason: "differs from the head a checkpoint sealed"}
+			}
+			*n++
+		}
+		if len(evs) < 1000 {
+			return nil
+		}
+	}
+}
+
+// currentHead re-reads one tenant's head.
+func currentHead(ctx context.Context, r Reader, tenant string) (storage.AuditHead, error) {
+	heads, err := r.AuditHeads(ctx)
+	if err != nil {
+		return storage.AuditHead{}, err
+	}
+	for _, h := range heads {
+		if h.TenantID == tenant {
+			return h, nil
+		}
+	}
+	return storage.AuditHead{TenantID: tenant}, nil
 }

@@ -77,8 +77,10 @@ func (s *Store) AuditHeads(ctx context.Context) ([]storage.AuditHead, error) {
 
 // AuditChain returns a tenant's events after afterSeq in chain order.
 func (s *Store) AuditChain(ctx context.Context, tenantID string, afterSeq int64, limit int) ([]storage.AuditEvent, error) {
-	return s.queryAudit(ctx, fmt.Sprintf(`SELECT `+auditCols+` FROM audit_events WHERE tenant_id = ? AND COALESCE(seq, 0) > ?
-		ORDER BY seq, id LIMIT %d`, limit), tenantID, afterSeq)
+	// seq > ? (not COALESCE(seq, 0) > ?) so that the (tenant_id, seq)
+	// index serves each page: paging a long chain stays linear.
+	return s.queryAudit(ctx, fmt.Sprintf(`SELECT `+auditCols+` FROM audit_events WHERE tenant_id = ? AND seq > ?
+		ORDER BY seq LIMIT %d`, limit), tenantID, afterSeq)
 }
 
 // Audit lists events, newest first.
