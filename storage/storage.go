@@ -325,13 +325,21 @@ func (f *RedeemFailure) Error() string { return "storage: no live code matches" 
 // Is makes errors.Is(err, ErrNotFound) true for a failed redemption.
 func (f *RedeemFailure) Is(target error) bool { return target == ErrNotFound }
 
-// GrantFilter selects grants for listing.
+// GrantFilter selects grants for listing, newest first.
 type GrantFilter struct {
 	TenantID  string
 	GrantedBy string // "": all users' grants
 	Status    string // "active", "inactive" or "all"
 	Now       time.Time
 	Limit     int
+	// After, when set, pages on: only grants listed after this one.
+	After *GrantPosition
+}
+
+// GrantPosition is a grant's place in the newest-first order.
+type GrantPosition struct {
+	CreatedAt time.Time
+	ID        string
 }
 
 // AuditFilter selects audit events, newest first.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -139,11 +140,23 @@ func (h *Handler) createGrant(r *http.Request, cu *core.Customer) (int, any, err
 }
 
 func (h *Handler) listGrants(r *http.Request, cu *core.Customer) (int, any, error) {
-	q, err := strictQuery(r, "status")
+	q, err := strictQuery(r, "status", "limit", "cursor")
 	if err != nil {
 		return 0, nil, err
 	}
-	grants, err := h.core.Grants(r.Context(), cu, q["status"])
+	limit, err := pageLimit(q["limit"])
+	if err != nil {
+		return 0, nil, err
+	}
+	var after *storage.GrantPosition
+	if c := q["cursor"]; c != "" {
+		pos, ok := h.secrets.OpenCursor(cu.Tenant+"\x00grants", c)
+		if !ok || len(pos) < 9 {
+			return 0, nil, bad("cursor is invalid")
+		}
+		after = &storage.GrantPosition{CreatedAt: time.UnixMicro(int64(binary.BigEndian.Uint64(pos))), ID: string(pos[8:])}
+	}
+	grants, err := h.core.Grants(r.Context(), cu, q["status"], limit, after)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -152,7 +165,25 @@ func (h *Handler) listGrants(r *http.Request, cu *core.Customer) (int, any, erro
 	for _, g := range grants {
 		out = append(out, toGrantJSON(g, now))
 	}
-	return http.StatusOK, map[string]any{"grants": out}, nil
+	resp := map[string]any{"grants": out}
+	if len(grants) == limit {
+		last := grants[len(grants)-1]
+		pos := append(binary.BigEndian.AppendUint64(nil, uint64(last.CreatedAt.UnixMicro())), last.ID...)
+		resp["next_cursor"] = h.secrets.SealCursor(cu.Tenant+"\x00grants", pos)
+	}
+	return http.StatusOK, resp, nil
+}
+
+// pageLimit reads a page size: 1 to 500, 100 when absent.
+func pageLimit(v string) (int, error) {
+	if v == "" {
+		return 100, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 500 {
+		return 0, bad("limit must be between 1 and 500")
+	}
+	return n, nil
 }
 
 func (h *Handler) getGrant(r *http.Request, cu *core.Customer) (int, any, error) {
@@ -230,19 +261,15 @@ func (h *Handler) listAudit(r *http.Request, cu *core.Customer) (int, any, error
 			*dst = t
 		}
 	}
-	if v := q["limit"]; v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 500 {
-			return 0, nil, bad("limit must be between 1 and 500")
-		}
-		f.Limit = n
+	if f.Limit, err = pageLimit(q["limit"]); err != nil {
+		return 0, nil, err
 	}
 	if c := q["cursor"]; c != "" {
-		id, ok := h.secrets.OpenCursor(cu.Tenant, c)
-		if !ok {
+		pos, ok := h.secrets.OpenCursor(cu.Tenant+"\x00audit", c)
+		if !ok || len(pos) != 8 {
 			return 0, nil, bad("cursor is invalid")
 		}
-		f.BeforeID = id
+		f.BeforeID = int64(binary.BigEndian.Uint64(pos))
 	}
 	evs, err := h.core.Audit(r.Context(), cu, f)
 	if err != nil {
@@ -256,7 +283,7 @@ func (h *Handler) listAudit(r *http.Request, cu *core.Customer) (int, any, error
 	}
 	resp := map[string]any{"events": out}
 	if len(evs) == f.Limit {
-		resp["next_cursor"] = h.secrets.SealCursor(cu.Tenant, evs[len(evs)-1].ID)
+		resp["next_cursor"] = h.secrets.SealCursor(cu.Tenant+"\x00audit", binary.BigEndian.AppendUint64(nil, uint64(evs[len(evs)-1].ID)))
 	}
 	return http.StatusOK, resp, nil
 }

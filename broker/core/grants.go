@@ -187,8 +187,9 @@ func newCode(n int) string {
 }
 
 // Grants lists the customer's own grants, or all of the tenant's for an
-// admin; status is active, inactive or all.
-func (s *Service) Grants(ctx context.Context, cu *Customer, status string) ([]storage.Grant, error) {
+// admin, newest first, at most limit, after the position after (nil: from
+// the newest); status is active, inactive or all.
+func (s *Service) Grants(ctx context.Context, cu *Customer, status string, limit int, after *storage.GrantPosition) ([]storage.Grant, error) {
 	switch status {
 	case "":
 		status = "all"
@@ -198,7 +199,7 @@ func (s *Service) Grants(ctx context.Context, cu *Customer, status string) ([]st
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	f := storage.GrantFilter{TenantID: cu.Tenant, Status: status, Now: s.now()}
+	f := storage.GrantFilter{TenantID: cu.Tenant, Status: status, Now: s.now(), Limit: limit, After: after}
 	if !cu.Admin {
 		f.GrantedBy = cu.Sub
 	}

@@ -6,12 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"strconv"
+	"slices"
 	"strings"
 )
 
@@ -70,25 +69,25 @@ func (s Keys) CodeHash(tenant, code string) []byte { return MAC(s.code, tenant, 
 // RefreshHash is the stored form of a refresh token.
 func (s Keys) RefreshHash(token string) []byte { return MAC(s.refresh, token) }
 
-// SealCursor makes an opaque, tenant-bound, tamper-proof page cursor for
-// the row id.
-func (s Keys) SealCursor(tenant string, id int64) string {
-	b := binary.BigEndian.AppendUint64(nil, uint64(id))
-	b = append(b, MAC(s.cursor, tenant, strconv.FormatInt(id, 10))[:16]...)
+// SealCursor makes an opaque, tamper-proof page cursor carrying pos and
+// bound to scope (the tenant and the list it pages), so a cursor is good
+// only for the list and tenant it came from.
+func (s Keys) SealCursor(scope string, pos []byte) string {
+	b := append(slices.Clip(pos), MAC(s.cursor, scope, string(pos))[:16]...)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// OpenCursor returns the row id of a cursor sealed for tenant.
-func (s Keys) OpenCursor(tenant, c string) (int64, bool) {
+// OpenCursor returns the position of a cursor sealed for scope.
+func (s Keys) OpenCursor(scope, c string) ([]byte, bool) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) != 24 {
-		return 0, false
+	if err != nil || len(b) < 16 || len(b) > 512 {
+		return nil, false
 	}
-	id := int64(binary.BigEndian.Uint64(b[:8]))
-	if id <= 0 || !hmac.Equal(b[8:], MAC(s.cursor, tenant, strconv.FormatInt(id, 10))[:16]) {
-		return 0, false
+	pos, mac := b[:len(b)-16], b[len(b)-16:]
+	if !hmac.Equal(mac, MAC(s.cursor, scope, string(pos))[:16]) {
+		return nil, false
 	}
-	return id, true
+	return pos, true
 }
 
 // LoadRoot finds the root secret: the environment variable

@@ -206,6 +206,10 @@ func (s *Store) Grants(ctx context.Context, f storage.GrantFilter) ([]storage.Gr
 	default:
 		return nil, fmt.Errorf("sqlstore: unknown status filter %q", f.Status)
 	}
+	if p := f.After; p != nil {
+		q += ` AND (g.created_at < ? OR (g.created_at = ? AND g.id < ?))`
+		args = append(args, micro(p.CreatedAt), micro(p.CreatedAt), p.ID)
+	}
 	limit := f.Limit
 	if limit <= 0 || limit > 1000 {
 		limit = 1000
