@@ -126,7 +126,7 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		api.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint", "")
 	})
-	oauth.New(s.core, s.keys, op.Clients, log, c.Registry).Mount(r)
+	oauth.New(s.core, s.keys, op, log, c.Registry).Mount(r)
 	api.New(s.core, c.Secrets, log).Mount(r)
 	hooks.New(s.core, op.TicketHook, log).Mount(r)
 	o := ops.New(c.Store, c.Registry, log, func() (map[string]any, bool) {
@@ -261,6 +261,7 @@ func (s *Server) maintain(ctx context.Context) {
 			s.core.FlushUsage(ctx, false) // failures are logged and kept for the next flush
 			s.core.RecordExpiries(ctx)
 			s.core.MaybeRetain(ctx)
+			s.core.PruneProofs(ctx)
 		}
 	}
 }

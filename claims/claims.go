@@ -38,6 +38,13 @@ type Claims struct {
 	GrantID      string   `json:"grant_id"`
 	GrantExp     int64    `json:"grant_exp"`
 	Ticket       string   `json:"ticket,omitempty"`
+	// Cnf binds the token to a DPoP key (RFC 9449 §6.1); nil for a bearer token.
+	Cnf *Confirmation `json:"cnf,omitempty"`
+}
+
+// Confirmation is the RFC 7800 cnf claim with the RFC 9449 jkt member.
+type Confirmation struct {
+	JKT string `json:"jkt"`
 }
 
 // Validate checks the invariants of an actas claim set before signing:

@@ -35,9 +35,12 @@ type Config struct {
 	SupportIDP     SupportIDP          `yaml:"support_idp"`
 	CustomerIDPs   []CustomerIDP       `yaml:"customer_idps"`
 	Clients        []Client            `yaml:"clients"`
-	TicketHook     TicketHook          `yaml:"ticket_hook"`
-	Notifications  Notifications       `yaml:"notifications"`
-	Retention      Retention           `yaml:"retention"`
+	// CLIClientID is the public client the engineer CLI exchanges and
+	// refreshes as, published in discovery; "" means DefaultCLIClientID.
+	CLIClientID   string        `yaml:"cli_client_id"`
+	TicketHook    TicketHook    `yaml:"ticket_hook"`
+	Notifications Notifications `yaml:"notifications"`
+	Retention     Retention     `yaml:"retention"`
 }
 
 // Retention says how long records are kept; 0s keeps forever. Audit
@@ -120,6 +123,9 @@ type Client struct {
 	Audience             string   `yaml:"audience"`
 	CanIntrospect        bool     `yaml:"can_introspect"`
 	BackchannelLogoutURI string   `yaml:"backchannel_logout_uri"`
+	// RequireDPoP refuses token requests of this client without a DPoP
+	// proof (RFC 9449 §5.2, dpop_bound_access_tokens).
+	RequireDPoP bool `yaml:"require_dpop"`
 
 	// Secret is resolved from the environment variable SecretEnv by Load.
 	Secret string `yaml:"-"`
@@ -445,6 +451,39 @@ func (c *Config) validateClients(p *problems) {
 			}
 		}
 	}
+	if c.CLIClientID != "" {
+		cl, ok := c.Client(c.CLIClientID)
+		switch {
+		case !ok:
+			p.add("cli_client_id", "%q is not a registered client (add it to clients, without secret_env)", c.CLIClientID)
+		case cl.SecretEnv != "":
+			p.add("cli_client_id", "client %q has a secret; the engineer CLI is a public client (RFC 8252): register it without secret_env", c.CLIClientID)
+		}
+	}
+}
+
+// DefaultCLIClientID is the engineer CLI's client when cli_client_id is unset.
+const DefaultCLIClientID = "actas-cli"
+
+// Client returns the registered client id.
+func (c *Config) Client(id string) (Client, bool) {
+	for _, cl := range c.Clients {
+		if cl.ID == id {
+			return cl, true
+		}
+	}
+	return Client{}, false
+}
+
+// CLIClient is the engineer CLI's public client, if one is registered:
+// cli_client_id, or DefaultCLIClientID when that names a public client.
+func (c *Config) CLIClient() (string, bool) {
+	id := c.CLIClientID
+	if id == "" {
+		id = DefaultCLIClientID
+	}
+	cl, ok := c.Client(id)
+	return id, ok && cl.SecretEnv == ""
 }
 
 // StorageKind splits a storage URL into its kind ("sqlite" or "postgres")

@@ -83,7 +83,9 @@ func indentFlow(val string) string {
 // (SecretKeyEnv, and every *_env key's variable): a mistyped variable is
 // an error, as a mistyped key in the file is.
 func UnknownEnv(c *Config, environ []string) []string {
-	known := map[string]bool{SecretKeyEnv: true}
+	// ACTAS_BROKER is the engineer CLI's (actas support --broker); an
+	// operator's shell may well have it set.
+	known := map[string]bool{SecretKeyEnv: true, "ACTAS_BROKER": true}
 	eachEnvField(reflect.ValueOf(Config{}), "ACTAS", func(env string, _ reflect.StructField, _ reflect.Value) error {
 		known[env] = true
 		return nil

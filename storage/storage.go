@@ -101,6 +101,7 @@ type Token struct {
 	ExpiresAt   time.Time
 	RevokedAt   time.Time
 	FirstUsedAt time.Time // first active introspection; zero: never
+	JKT         string    // DPoP key thumbprint the token is bound to; "" for a bearer token
 }
 
 // RefreshToken is an issued refresh token, by the HMAC of its value.
@@ -115,6 +116,7 @@ type RefreshToken struct {
 	ExpiresAt time.Time
 	UsedAt    time.Time
 	RevokedAt time.Time
+	JKT       string // DPoP key the refresh token is bound to (public clients); "" if none
 }
 
 // TokenState is everything introspection needs to decide, read in one
@@ -460,6 +462,13 @@ type Store interface {
 	// ErrConflict if the current key is no longer p.ExpectCurrent or there
 	// is no next key: another replica rotated first.
 	RotateKeys(ctx context.Context, p RotateParams) error
+
+	// UseProof records a DPoP proof identifier until expires; ErrAlreadyExists
+	// if it was recorded before and has not expired (a replay), whichever
+	// replica saw it.
+	UseProof(ctx context.Context, id []byte, now, expires time.Time) error
+	// PruneProofs deletes up to limit proof records expired before now.
+	PruneProofs(ctx context.Context, now time.Time, limit int) (int, error)
 
 	// AppendAudit writes events that belong to no other change, all or
 	// none, in one transaction.

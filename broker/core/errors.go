@@ -24,6 +24,7 @@ const (
 	KindTarget                          // an audience that is not a registered product
 	KindGrant                           // a refresh token that is invalid, used, expired or revoked
 	KindClient                          // the token was not issued to this client
+	KindProof                           // a DPoP proof is missing, invalid, replayed or for another key
 	KindUnavailable                     // storage or an identity provider cannot answer now
 )
 

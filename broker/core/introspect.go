@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/actas/actas/broker/audit"
 	"github.com/actas/actas/claims"
@@ -32,6 +33,13 @@ func (s *Service) Introspect(ctx context.Context, clientID, audience, token stri
 	if err != nil {
 		return nil, nil
 	}
+	return s.live(ctx, clientID, audience, cl, now)
+}
+
+// live re-checks a verified token against stored state and the policy in
+// force, and rebuilds its claims from that state; nil if not active.
+// audience "" accepts the token's own; clientID "" records no usage.
+func (s *Service) live(ctx context.Context, clientID, audience string, cl *claims.Claims, now time.Time) (*Introspection, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	st, err := s.store.TokenState(ctx, cl.Jti)
@@ -42,7 +50,7 @@ func (s *Service) Introspect(ctx context.Context, clientID, audience, token stri
 		return nil, unavailable(err)
 	}
 	t, g := &st.Token, &st.Grant
-	if !t.RevokedAt.IsZero() || !now.Before(t.ExpiresAt) || t.Audience != audience ||
+	if !t.RevokedAt.IsZero() || !now.Before(t.ExpiresAt) || !slices.Contains(cl.Aud, t.Audience) || (audience != "" && t.Audience != audience) ||
 		!g.RevokedAt.IsZero() || !now.Before(g.ExpiresAt) || !st.TenantEnabled ||
 		g.TenantID != cl.Tenant || g.GrantedBy != cl.Sub {
 		return nil, nil
@@ -56,15 +64,22 @@ func (s *Service) Introspect(ctx context.Context, clientID, audience, token stri
 	if pol.StillAllows(eng, ig, t.Role, now) != nil {
 		return nil, nil
 	}
-	s.noteIntrospection(ctx, clientID, &st)
-	return &Introspection{Active: true, TokenType: "Bearer", Claims: claims.Claims{
+	if clientID != "" {
+		s.noteIntrospection(ctx, clientID, &st)
+	}
+	in := &Introspection{Active: true, TokenType: "Bearer", Claims: claims.Claims{
 		Iss: s.cfg.Issuer, Sub: g.GrantedBy, Aud: []string{t.Audience}, ClientID: t.ClientID,
 		Exp: t.ExpiresAt.Unix(), Iat: t.IssuedAt.Unix(), Nbf: t.IssuedAt.Unix(), Jti: t.JTI,
 		Act:    claims.Actor{Sub: g.EngineerSub, Iss: g.EngineerIss, Email: g.EngineerEmail},
 		Tenant: g.TenantID, Roles: []string{t.Role}, Environments: g.Environments, Resources: g.Resources,
 		Scope:   narrowScope(t.Scope, pol.Scopes(t.Role)),
 		GrantID: g.ID, GrantExp: g.ExpiresAt.Unix(), Ticket: g.Ticket,
-	}}, nil
+	}}
+	if t.JKT != "" {
+		// RFC 9449 §6.2: a bound token introspects with its key and type.
+		in.TokenType, in.Cnf = "DPoP", &claims.Confirmation{JKT: t.JKT}
+	}
+	return in, nil
 }
 
 // issuedGrant converts a stored grant for policy decisions; the granter's

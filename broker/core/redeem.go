@@ -35,6 +35,16 @@ type Exchange struct {
 	Code           string
 	ActorToken     string
 	Scope          []string // requested; none means every allowed scope
+	Binding                 // the request's DPoP proof, if any
+}
+
+// Binding is the DPoP key a token request proved, if any. JKT is the
+// thumbprint of the verified proof's key ("" without a proof): the access
+// token is bound to it, and so is the refresh token when BindRefresh (a
+// public client, RFC 9449 §5).
+type Binding struct {
+	JKT         string
+	BindRefresh bool
 }
 
 // Redeem binds the grant of a support code to the engineer and issues an
@@ -101,7 +111,7 @@ func (s *Service) Redeem(ctx context.Context, x Exchange) (*Issued, error) {
 			denied = err
 			return storage.Issue{}, err
 		}
-		is, cl, rt := s.mint(now, x.ClientID, audience, d.Role, scope, &g, pol)
+		is, cl, rt := s.mint(now, x.ClientID, audience, d.Role, scope, &g, pol, x.Binding)
 		issued, refresh = cl, rt
 		detail := map[string]any{"sub": g.GrantedBy, "act": eng.Sub, "role": d.Role, "client_id": x.ClientID, "audience": audience}
 		is.Events = []storage.AuditEvent{
@@ -168,7 +178,7 @@ func (s *Service) redeemFailure(ctx context.Context, tenant string, eng audit.Ac
 
 // mint prepares an access token's claims, its storage row and a fresh
 // refresh token. exp never passes the grant's expiry (invariant 1).
-func (s *Service) mint(now time.Time, clientID, audience, role, scope string, g *storage.Grant, pol *policy.Policy) (storage.Issue, *claims.Claims, string) {
+func (s *Service) mint(now time.Time, clientID, audience, role, scope string, g *storage.Grant, pol *policy.Policy, b Binding) (storage.Issue, *claims.Claims, string) {
 	exp := now.Add(pol.AccessTTL)
 	if g.ExpiresAt.Before(exp) {
 		exp = g.ExpiresAt
@@ -180,6 +190,13 @@ func (s *Service) mint(now time.Time, clientID, audience, role, scope string, g 
 		Tenant: g.TenantID, Roles: []string{role}, Environments: g.Environments, Resources: g.Resources,
 		Scope: scope, GrantID: g.ID, GrantExp: g.ExpiresAt.Unix(), Ticket: g.Ticket,
 	}
+	if b.JKT != "" {
+		cl.Cnf = &claims.Confirmation{JKT: b.JKT}
+	}
+	refreshJKT := ""
+	if b.BindRefresh {
+		refreshJKT = b.JKT
+	}
 	refresh := "actas_rt_" + randomToken(32)
 	rexp := now.Add(pol.RefreshTTL)
 	if g.ExpiresAt.Before(rexp) {
@@ -187,9 +204,9 @@ func (s *Service) mint(now time.Time, clientID, audience, role, scope string, g 
 	}
 	return storage.Issue{
 		Token: storage.Token{JTI: cl.Jti, GrantID: g.ID, ClientID: clientID, Audience: audience, Role: role, Scope: scope,
-			IssuedAt: time.Unix(cl.Iat, 0), ExpiresAt: time.Unix(cl.Exp, 0)},
+			IssuedAt: time.Unix(cl.Iat, 0), ExpiresAt: time.Unix(cl.Exp, 0), JKT: b.JKT},
 		Refresh: &storage.RefreshToken{Hash: s.secrets.RefreshHash(refresh), GrantID: g.ID, ClientID: clientID,
-			Audience: audience, Role: role, Scope: scope, IssuedAt: now, ExpiresAt: rexp},
+			Audience: audience, Role: role, Scope: scope, IssuedAt: now, ExpiresAt: rexp, JKT: refreshJKT},
 	}, cl, refresh
 }
 
@@ -203,9 +220,22 @@ func (s *Service) sign(cl *claims.Claims, refresh string, g storage.Grant) (*Iss
 	return &Issued{AccessToken: tok, RefreshToken: refresh, ExpiresIn: cl.Exp - cl.Iat, Scope: cl.Scope, Claims: cl, Grant: g}, nil
 }
 
+// RefreshRequest is an RFC 6749 §6 refresh by a client.
+type RefreshRequest struct {
+	ClientID string
+	Token    string
+	Scope    []string // requested; none means the previous scope
+	Binding           // the request's DPoP proof, if any
+}
+
+var errBoundRefresh = fail(KindProof, "the refresh token is bound to a DPoP key: send a proof made with that key")
+
 // Refresh implements RFC 6749 §6 with rotation: each refresh token works
-// once; presenting a used one ends the grant (RFC 9700 §4.14.2).
-func (s *Service) Refresh(ctx context.Context, clientID, token string, requested []string) (*Issued, error) {
+// once; presenting a used one ends the grant (RFC 9700 §4.14.2). A refresh
+// token bound to a DPoP key needs a proof with that key (RFC 9449 §5); a
+// mismatch consumes nothing.
+func (s *Service) Refresh(ctx context.Context, r RefreshRequest) (*Issued, error) {
+	clientID, token, requested := r.ClientID, r.Token, r.Scope
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	pol := s.policy.Load()
@@ -217,6 +247,10 @@ func (s *Service) Refresh(ctx context.Context, clientID, token string, requested
 		map[string]any{"reason": "refresh_token_reuse", "client_id": clientID})
 	g, err := s.store.Refresh(ctx, s.secrets.RefreshHash(token), clientID, now, reuse,
 		func(g storage.Grant, rt storage.RefreshToken) (storage.Issue, error) {
+			if rt.JKT != "" && rt.JKT != r.JKT {
+				denied = errBoundRefresh
+				return storage.Issue{}, errBoundRefresh
+			}
 			eng, ig, err := decisionInputs(&g, policy.Tenant{ID: g.TenantID, SupportAccess: true}, true)
 			if err != nil {
 				return storage.Issue{}, err
@@ -233,8 +267,8 @@ func (s *Service) Refresh(ctx context.Context, clientID, token string, requested
 				denied = err
 				return storage.Issue{}, err
 			}
-			is, cl, r := s.mint(now, clientID, rt.Audience, rt.Role, scope, &g, pol)
-			issued, refresh = cl, r
+			is, cl, newRefresh := s.mint(now, clientID, rt.Audience, rt.Role, scope, &g, pol, r.Binding)
+			issued, refresh = cl, newRefresh
 			a := audit.Actor{Type: storage.ActorSupportEngineer, ID: g.EngineerSub, Iss: g.EngineerIss}
 			is.Events = []storage.AuditEvent{s.event(a, g.TenantID, audit.TokenRefresh, cl.Jti, audit.Success,
 				map[string]any{"sub": g.GrantedBy, "act": g.EngineerSub, "grant_id": g.ID, "client_id": clientID})}

@@ -56,6 +56,8 @@ func fromCore(err error) *Error {
 		return ErrInvalidTarget.With(ce.Message)
 	case core.KindGrant:
 		return ErrInvalidGrant.With(ce.Message)
+	case core.KindProof:
+		return ErrInvalidDPoPProof.With(ce.Message)
 	case core.KindClient:
 		return ErrUnauthorizedClient.With(ce.Message)
 	case core.KindUnavailable:

@@ -30,6 +30,8 @@ type Handler struct {
 	core          *core.Service
 	keys          core.KeySource
 	clients       map[string]*client
+	supportIDP    config.SupportIDP
+	cliClient     string // "" when no public CLI client is registered
 	log           *slog.Logger
 	exchanges     *prometheus.CounterVec
 	introspection *prometheus.CounterVec
@@ -50,8 +52,8 @@ func (c *client) checkSecret(secret string) bool {
 }
 
 // New builds the OAuth surface for the registered clients.
-func New(svc *core.Service, keys core.KeySource, clients []config.Client, log *slog.Logger, reg prometheus.Registerer) *Handler {
-	h := &Handler{core: svc, keys: keys, clients: map[string]*client{}, log: log,
+func New(svc *core.Service, keys core.KeySource, op *config.Config, log *slog.Logger, reg prometheus.Registerer) *Handler {
+	h := &Handler{core: svc, keys: keys, clients: map[string]*client{}, supportIDP: op.SupportIDP, log: log,
 		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "actas_token_requests_total", Help: "Token endpoint requests by grant type and outcome.",
 		}, []string{"grant_type", "outcome"}),
@@ -60,8 +62,11 @@ func New(svc *core.Service, keys core.KeySource, clients []config.Client, log *s
 		}, []string{"active"}),
 	}
 	reg.MustRegister(h.exchanges, h.introspection)
-	for _, cl := range clients {
+	for _, cl := range op.Clients {
 		h.clients[cl.ID] = &client{Client: cl, secretHash: sha256.Sum256([]byte(cl.Secret))}
+	}
+	if id, ok := op.CLIClient(); ok {
+		h.cliClient = id
 	}
 	return h
 }
@@ -76,6 +81,7 @@ func (h *Handler) Mount(r *mux.Router) {
 	r.HandleFunc("/token", h.token)
 	r.HandleFunc("/introspect", h.introspect)
 	r.HandleFunc("/revoke", h.revoke)
+	r.HandleFunc("/userinfo", h.userinfo)
 }
 
 // discovery serves RFC 8414 / OIDC Discovery metadata listing what this
@@ -109,8 +115,15 @@ func (h *Handler) discovery(w http.ResponseWriter, _ *http.Request) {
 		"revocation_endpoint_auth_methods_supported":    append([]string{"none"}, authMethods...),
 		"subject_types_supported":                       []string{"public"},
 		"id_token_signing_alg_values_supported":         h.keys.KeySet().Algorithms(),
+		"userinfo_endpoint":                             iss + "/userinfo",
+		"dpop_signing_alg_values_supported":             dpopAlgs,
 		"claims_supported": []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "act",
-			"tenant", "roles", "environments", "resources", "scope", "grant_id", "grant_exp", "ticket"},
+			"tenant", "roles", "environments", "resources", "scope", "grant_id", "grant_exp", "ticket", "cnf"},
+		// Where and as whom engineers sign in, for the engineer CLI.
+		"actas_support_idp": map[string]string{"issuer": h.supportIDP.Issuer, "client_id": h.supportIDP.ClientID},
+	}
+	if h.cliClient != "" {
+		doc["actas_cli_client_id"] = h.cliClient
 	}
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	w.Header().Set("Content-Type", "application/json")

@@ -6,6 +6,7 @@ import (
 
 	"github.com/actas/actas/broker/core"
 	"github.com/actas/actas/broker/httpx"
+	"github.com/actas/actas/rp/dpop"
 )
 
 // tokenResponse is the RFC 8693 §2.2.1 / RFC 6749 §5.1 success response.
@@ -27,10 +28,16 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 	var err error
 	gt := f["grant_type"]
 	switch gt {
-	case GrantTypeTokenExchange:
-		is, err = h.exchange(r.Context(), c, f)
-	case GrantTypeRefreshToken:
-		is, err = h.refresh(r.Context(), c, f)
+	case GrantTypeTokenExchange, GrantTypeRefreshToken:
+		var b core.Binding
+		if b, err = h.tokenBinding(r, c); err != nil {
+			break
+		}
+		if gt == GrantTypeTokenExchange {
+			is, err = h.exchange(r.Context(), c, f, b)
+		} else {
+			is, err = h.refresh(r.Context(), c, f, b)
+		}
 	case "":
 		err = ErrInvalidRequest.With(`missing parameter "grant_type"`)
 	default:
@@ -44,14 +51,18 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 	}
 	h.exchanges.WithLabelValues(gt, "success").Inc()
 	w.Header().Set("Pragma", "no-cache")
+	tokenType := "Bearer"
+	if is.Claims.Cnf != nil {
+		tokenType = dpop.TokenType // RFC 9449 §5
+	}
 	httpx.WriteJSON(w, http.StatusOK, tokenResponse{
-		AccessToken: is.AccessToken, IssuedTokenType: TokenTypeAccessToken, TokenType: "Bearer",
+		AccessToken: is.AccessToken, IssuedTokenType: TokenTypeAccessToken, TokenType: tokenType,
 		ExpiresIn: is.ExpiresIn, RefreshToken: is.RefreshToken, Scope: is.Scope,
 	})
 }
 
 // exchange checks the RFC 8693 parameters and redeems the support code.
-func (h *Handler) exchange(ctx context.Context, c *client, f form) (*core.Issued, error) {
+func (h *Handler) exchange(ctx context.Context, c *client, f form, b core.Binding) (*core.Issued, error) {
 	if oe := f.require("subject_token", "subject_token_type", "actor_token", "actor_token_type", "tenant"); oe != nil {
 		return nil, oe
 	}
@@ -71,12 +82,12 @@ func (h *Handler) exchange(ctx context.Context, c *client, f form) (*core.Issued
 	}
 	return h.core.Redeem(ctx, core.Exchange{
 		ClientID: c.ID, ClientAudience: c.Audience, Audience: f["audience"], Tenant: f["tenant"],
-		Code: f["subject_token"], ActorToken: f["actor_token"], Scope: scope,
+		Code: f["subject_token"], ActorToken: f["actor_token"], Scope: scope, Binding: b,
 	})
 }
 
 // refresh is RFC 6749 §6; a policy refusal is invalid_grant there.
-func (h *Handler) refresh(ctx context.Context, c *client, f form) (*core.Issued, error) {
+func (h *Handler) refresh(ctx context.Context, c *client, f form, b core.Binding) (*core.Issued, error) {
 	if oe := f.require("refresh_token"); oe != nil {
 		return nil, oe
 	}
@@ -84,7 +95,7 @@ func (h *Handler) refresh(ctx context.Context, c *client, f form) (*core.Issued,
 	if oe != nil {
 		return nil, oe
 	}
-	is, err := h.core.Refresh(ctx, c.ID, f["refresh_token"], scope)
+	is, err := h.core.Refresh(ctx, core.RefreshRequest{ClientID: c.ID, Token: f["refresh_token"], Scope: scope, Binding: b})
 	if ce := core.As(err); ce != nil && ce.Kind == core.KindDenied {
 		return nil, ErrInvalidGrant.With("access denied by policy: " + ce.Message)
 	}

@@ -211,6 +211,15 @@ var migrations = []migration{
 	{11, "outbox dead letters", []string{
 		`ALTER TABLE outbox ADD COLUMN dead_at BIGINT`,
 	}},
+	{12, "DPoP: token key bindings and seen proofs", []string{
+		`ALTER TABLE tokens ADD COLUMN jkt TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE refresh_tokens ADD COLUMN jkt TEXT NOT NULL DEFAULT ''`,
+		`CREATE TABLE dpop_proofs (
+			id {{BLOB}} PRIMARY KEY,
+			expires_at BIGINT NOT NULL
+		)`,
+		`CREATE INDEX dpop_proofs_expiry ON dpop_proofs (expires_at)`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

@@ -293,14 +293,14 @@ func (s *Store) bump(ctx context.Context, tx *sqlx.Tx, scope, subject string, no
 
 func (s *Store) writeIssue(ctx context.Context, tx *sqlx.Tx, is storage.Issue) error {
 	t := is.Token
-	if _, err := s.exec(ctx, tx, `INSERT INTO tokens (jti, grant_id, client_id, audience, role, scope, issued_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, t.JTI, t.GrantID, t.ClientID, t.Audience, t.Role, t.Scope,
-		micro(t.IssuedAt), micro(t.ExpiresAt)); err != nil {
+	if _, err := s.exec(ctx, tx, `INSERT INTO tokens (jti, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, t.JTI, t.GrantID, t.ClientID, t.Audience, t.Role, t.Scope,
+		micro(t.IssuedAt), micro(t.ExpiresAt), t.JKT); err != nil {
 		return err
 	}
 	if r := is.Refresh; r != nil {
-		if _, err := s.exec(ctx, tx, `INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, role, scope, issued_at, expires_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, r.Hash, r.GrantID, r.ClientID, r.Audience, r.Role, r.Scope, micro(r.IssuedAt), micro(r.ExpiresAt)); err != nil {
+		if _, err := s.exec(ctx, tx, `INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.Hash, r.GrantID, r.ClientID, r.Audience, r.Role, r.Scope, micro(r.IssuedAt), micro(r.ExpiresAt), r.JKT); err != nil {
 			return err
 		}
 	}

@@ -12,12 +12,12 @@ import (
 	"github.com/actas/actas/storage"
 )
 
-const refreshCols = `r.hash, r.grant_id, r.client_id, r.audience, r.role, r.scope, r.issued_at, r.expires_at, r.used_at, r.revoked_at`
+const refreshCols = `r.hash, r.grant_id, r.client_id, r.audience, r.role, r.scope, r.issued_at, r.expires_at, r.used_at, r.revoked_at, r.jkt`
 
 func scanRefresh(row scanner, r *storage.RefreshToken, more ...any) error {
 	var issued, expires int64
 	var used, revoked sql.NullInt64
-	if err := row.Scan(append([]any{&r.Hash, &r.GrantID, &r.ClientID, &r.Audience, &r.Role, &r.Scope, &issued, &expires, &used, &revoked}, more...)...); err != nil {
+	if err := row.Scan(append([]any{&r.Hash, &r.GrantID, &r.ClientID, &r.Audience, &r.Role, &r.Scope, &issued, &expires, &used, &revoked, &r.JKT}, more...)...); err != nil {
 		return err
 	}
 	r.IssuedAt, r.ExpiresAt, r.UsedAt, r.RevokedAt = fromMicro(issued), fromMicro(expires), fromNull(used), fromNull(revoked)
@@ -87,7 +87,7 @@ func (s *Store) RefreshGrant(ctx context.Context, hash []byte) (storage.RefreshT
 	return r, g, finish()
 }
 
-const tokenCols = `t.jti, t.grant_id, t.client_id, t.audience, t.role, t.scope, t.issued_at, t.expires_at, t.revoked_at, t.first_used_at`
+const tokenCols = `t.jti, t.grant_id, t.client_id, t.audience, t.role, t.scope, t.issued_at, t.expires_at, t.revoked_at, t.first_used_at, t.jkt`
 
 // TokenState reads a token with its grant and tenant toggle in one query.
 func (s *Store) TokenState(ctx context.Context, jti string) (storage.TokenState, error) {
@@ -96,7 +96,7 @@ func (s *Store) TokenState(ctx context.Context, jti string) (storage.TokenState,
 	var issued, expires int64
 	var revoked, firstUsed sql.NullInt64
 	gdest, finish := grantDest(&st.Grant)
-	dest := append([]any{&t.JTI, &t.GrantID, &t.ClientID, &t.Audience, &t.Role, &t.Scope, &issued, &expires, &revoked, &firstUsed}, gdest...)
+	dest := append([]any{&t.JTI, &t.GrantID, &t.ClientID, &t.Audience, &t.Role, &t.Scope, &issued, &expires, &revoked, &firstUsed, &t.JKT}, gdest...)
 	dest = append(dest, &st.TenantEnabled, &st.AllowNonAdminGrants)
 	if err := s.tokenState.QueryRowxContext(ctx, jti).Scan(dest...); err != nil {
 		return storage.TokenState{}, s.mapErr(err)
@@ -136,4 +136,36 @@ func (s *Store) RevokeToken(ctx context.Context, jti string, at time.Time, ev st
 		return s.insertAudit(ctx, tx, ev)
 	})
 	return changed, err
+}
+
+// UseProof records a DPoP proof once; see storage.Store. One statement: a
+// row still in force makes the upsert change nothing.
+func (s *Store) UseProof(ctx context.Context, id []byte, now, expires time.Time) error {
+	var n int64
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		var err error
+		n, err = s.exec(ctx, tx, `INSERT INTO dpop_proofs (id, expires_at) VALUES (?, ?)
+			ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at WHERE dpop_proofs.expires_at <= ?`,
+			id, micro(expires), micro(now))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return storage.ErrAlreadyExists
+	}
+	return nil
+}
+
+// PruneProofs deletes expired proof records, a bounded batch per call.
+func (s *Store) PruneProofs(ctx context.Context, now time.Time, limit int) (int, error) {
+	var n int64
+	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		var err error
+		n, err = s.exec(ctx, tx, `DELETE FROM dpop_proofs WHERE id IN
+			(SELECT id FROM dpop_proofs WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)`, micro(now), limit)
+		return err
+	})
+	return int(n), err
 }

@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store, auditKey []byte) {
 		{"notify/dead letter once, out of the backlog", testDeadLetter},
 		{"notify/expiries recorded once", testExpiries},
 		{"retention/engineers and archive", testRetention},
+		{"dpop/proof once across writers, again after expiry", testProofReplay},
 		{"audit/chain under concurrent writers", func(t *testing.T, s storage.Store) { testChainConcurrency(t, s, auditKey) }},
 	}
 	for _, tc := range tests {
