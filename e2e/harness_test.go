@@ -88,13 +88,42 @@ type idp struct {
 }
 
 func startIDP(t *testing.T) *idp {
-	m, err := mockoidc.Run()
+	m, err := mockoidc.NewServer(nil)
 	if err != nil {
+		t.Fatal(err)
+	}
+	m.AddMiddleware(publicClientPKCE(m))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ln, nil); err != nil {
 		t.Fatal(err)
 	}
 	m.ClientID = "actas"
 	t.Cleanup(func() { m.Shutdown() })
 	return &idp{m: m}
+}
+
+// publicClientPKCE lets mockoidc, which knows only confidential clients,
+// serve a public client as RFC 8252 wants: a token request without a
+// secret is accepted only with a PKCE verifier (which mockoidc checks
+// against the challenge) and then handled as the registered client.
+func publicClientPKCE(m *mockoidc.MockOIDC) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && r.URL.Path == mockoidc.TokenEndpoint {
+				if err := r.ParseForm(); err == nil && r.Form.Get("client_secret") == "" {
+					if r.Form.Get("grant_type") == "authorization_code" && r.Form.Get("code_verifier") == "" {
+						http.Error(w, `{"error":"invalid_request","error_description":"public clients must use PKCE"}`, http.StatusBadRequest)
+						return
+					}
+					r.Form.Set("client_secret", m.ClientSecret)
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }
 
 func (p *idp) token(t *testing.T, u *testUser) string {
@@ -420,11 +449,20 @@ rules:
 `
 
 func newFixture(t *testing.T) *fixture {
+	return newFixtureWith(t, testPolicy, "")
+}
+
+// newFixtureWith runs a server with policy and more clients (YAML list
+// items appended to clients:).
+func newFixtureWith(t *testing.T, policy, clients string) *fixture {
 	t.Helper()
 	cust, sup := startIDP(t), startIDP(t)
 	dir := t.TempDir()
 	listen := freePort(t)
-	cfg := writeConfig(t, dir, listen, "sqlite://"+filepath.Join(dir, "actas.db"), cust, sup, testPolicy)
+	cfg := writeConfig(t, dir, listen, "sqlite://"+filepath.Join(dir, "actas.db"), cust, sup, policy)
+	if err := appendFile(cfg, clients); err != nil {
+		t.Fatal(err)
+	}
 	return &fixture{server: startServer(t, cfg, listen), cust: cust, sup: sup}
 }
 

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 
+	"github.com/actas/actas/rp/dpop"
+
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -203,6 +205,25 @@ func TestPostgresReplicas(t *testing.T) {
 	}
 	if r := a.exchange(t, "acme", code, a.engineer(t, "eng-a")); r.status != 400 {
 		t.Fatalf("the code redeemed twice across replicas: %s", r.raw)
+	}
+	// A DPoP proof used at one replica is refused at the other.
+	_, code2 := a.grant(t, "acme", admin, map[string]any{"role": "monitor", "environments": []string{"sandbox"}})
+	key, _ := dpop.NewKey()
+	proof, _ := key.Proof("POST", a.base+"/token", "", time.Now())
+	bound := postWithProof(t, b.base+"/token", exchangeForm("acme", code2, b.engineer(t, "eng-b")), proof)
+	if bound.status != 200 || bound.str("token_type") != "DPoP" {
+		t.Fatalf("bound exchange through B: %d %s", bound.status, bound.raw)
+	}
+	bat := bound.str("access_token")
+	ui, _ := key.Proof("GET", a.base+"/userinfo", bat, time.Now())
+	for i, s := range []*server{a.server, b.server} {
+		req := mustGet(s.base + "/userinfo")
+		req.Header.Set("Authorization", "DPoP "+bat)
+		req.Header.Set("DPoP", ui)
+		r := do(t, req)
+		if (i == 0) != (r.status == 200) || (i == 1 && r.str("error") != "invalid_dpop_proof") {
+			t.Fatalf("userinfo with one proof at replica %d: %d %s", i, r.status, r.raw)
+		}
 	}
 	if r := a.api(t, "DELETE", "/api/v1/tenants/acme/grants/"+id, admin, nil); r.status != 204 {
 		t.Fatalf("terminate through A: %d", r.status)

@@ -127,7 +127,7 @@ func expect(status, want int, b []byte) error {
 // another; it is a script, so it stays one function.
 func (d *demo) story(env *devEnv) error {
 	admin := env.customer.Mint("ada", "actas", time.Hour, map[string]any{"org_id": "acme", "role": "admin", "email": "ada@acme.example", "plan": "enterprise"})
-	engineer := env.support.Mint("alice", "actas", time.Hour, map[string]any{"groups": []string{"support"}, "email": "alice@support.example", "amr": []string{"pwd", "mfa"}})
+	engineer := env.support.Mint(devEngineer, "actas", time.Hour, devEngineerClaims())
 	product := [2]string{devProductClient, env.productSecret}
 	const jsonType, formType = "application/json", "application/x-www-form-urlencoded"
 

@@ -19,6 +19,13 @@ type devEnv struct {
 	productSecret     string
 }
 
+// devEngineer is the dev setup's support engineer.
+const devEngineer = "alice"
+
+func devEngineerClaims() map[string]any {
+	return map[string]any{"groups": []string{"support"}, "email": "alice@support.example", "amr": []string{"pwd", "mfa"}}
+}
+
 const (
 	devCLIClient     = "actas-cli"
 	devProductClient = "product"
@@ -45,6 +52,8 @@ func newDevEnv(listen, storage string, keep bool) (*devEnv, error) {
 		cust.Close()
 		return nil, err
 	}
+	// The engineer CLI signs in at the dev support IdP as alice, at once.
+	sup.SignInAs(devidp.User{Sub: devEngineer, Claims: devEngineerClaims()})
 	secret, err := keptSecret(state("product-secret"))
 	if err != nil {
 		cust.Close()

@@ -42,6 +42,7 @@ var commands = []command{
 		{name: "verify", summary: "check every hash chain and the checkpoint chain", example: "actas audit verify --config actas.yaml", run: auditVerify},
 		{name: "export", summary: "audit events as JSON lines", example: "actas audit export --config actas.yaml --tenant acme", run: auditExport},
 	}},
+	{name: "support", summary: "the engineer's client: sign in, redeem codes, use tokens", sub: supportCommands},
 	{name: "version", summary: "print the version", example: "actas version", run: runVersion},
 }
 

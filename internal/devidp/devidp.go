@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -28,6 +29,22 @@ type IDP struct {
 	jwks   []byte
 	srv    *http.Server
 	done   chan struct{}
+
+	mu    sync.Mutex
+	user  *User            // who /authorize signs in; nil: no browser sign-in
+	codes map[string]grant // by code, single use
+}
+
+// User is the one person the dev issuer's /authorize signs in, at once.
+type User struct {
+	Sub    string
+	Claims map[string]any
+}
+
+// grant is an issued authorization code.
+type grant struct {
+	clientID, redirectURI, challenge, nonce string
+	expires                                 time.Time
 }
 
 // Start runs an issuer on a fresh loopback port with a fresh key.
@@ -92,7 +109,7 @@ func StartAt(stateFile string) (*IDP, error) {
 		return nil, err
 	}
 	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk.Public()}})
-	d := &IDP{Issuer: "http://" + ln.Addr().String(), signer: signer, jwks: jwks, done: make(chan struct{})}
+	d := &IDP{Issuer: "http://" + ln.Addr().String(), signer: signer, jwks: jwks, done: make(chan struct{}), codes: map[string]grant{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -100,9 +117,12 @@ func StartAt(stateFile string) (*IDP, error) {
 			"issuer": d.Issuer, "jwks_uri": d.Issuer + "/jwks",
 			"authorization_endpoint": d.Issuer + "/authorize", "token_endpoint": d.Issuer + "/token",
 			"response_types_supported": []string{"code"}, "subject_types_supported": []string{"public"},
-			"id_token_signing_alg_values_supported": []string{"RS256"},
+			"id_token_signing_alg_values_supported": []string{"RS256"}, "code_challenge_methods_supported": []string{"S256"},
+			"scopes_supported": []string{"openid", "email", "groups"}, "token_endpoint_auth_methods_supported": []string{"none"},
 		})
 	})
+	mux.HandleFunc("GET /authorize", d.authorize)
+	mux.HandleFunc("POST /token", d.token)
 	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(d.jwks)
