@@ -22,6 +22,8 @@ import (
 	"github.com/actas/actas/broker/oauth"
 	"github.com/actas/actas/broker/ops"
 	"github.com/actas/actas/broker/secrets"
+	"github.com/actas/actas/broker/signals"
+	"github.com/actas/actas/broker/ssf"
 	"github.com/actas/actas/broker/upstream"
 	"github.com/actas/actas/claims"
 	"github.com/actas/actas/config"
@@ -115,7 +117,11 @@ func New(ctx context.Context, c Config) (*Server, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	s.outbox = notify.New(notify.Config{Store: c.Store, Notifications: op.Notifications, Logger: log, Now: c.Now,
-		PolicySHA: func() string { return s.core.Policy().SHA256 }, Registry: c.Registry})
+		PolicySHA: func() string { return s.core.Policy().SHA256 }, Registry: c.Registry,
+		Streams: c.Store, Keys: func() signals.Signer { return s.keys.KeySet() }, Issuer: op.Issuer})
+	if h, ok := c.Store.(interface{ OnOutbox(func()) }); ok {
+		h.OnOutbox(s.outbox.Wake) // push events leave at once, not at the next poll
+	}
 
 	// SkipClean: a non-canonical path ("//token", "/a/../token") is not
 	// redirected with a bodyless 301 but answered like any unknown path.
@@ -129,6 +135,7 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	oauth.New(s.core, s.keys, op, log, c.Registry).Mount(r)
 	api.New(s.core, c.Secrets, log).Mount(r)
 	hooks.New(s.core, op.TicketHook, log).Mount(r)
+	ssf.New(s.core, log).Mount(r)
 	o := ops.New(c.Store, c.Registry, log, func() (map[string]any, bool) {
 		return map[string]any{"policy_sha256": s.core.Policy().SHA256, "signing_key": s.keys.KeySet().SigningKeyID()}, !s.draining.Load()
 	})

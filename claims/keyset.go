@@ -73,13 +73,25 @@ func NewKeySet(signing *Key, published []*Key) (*KeySet, error) {
 // CheckpointType is the JWS typ of signed audit checkpoints.
 const CheckpointType = "actas-checkpoint+jws"
 
+// SETType is the JWS typ of Security Event Tokens (RFC 8417 §2.3).
+const SETType = "secevent+jwt"
+
 // SignPayload signs payload with the current key as a compact JWS of type
 // CheckpointType (never an access token: its typ differs).
 func (ks *KeySet) SignPayload(payload []byte) (string, error) {
+	return ks.SignTyped(CheckpointType, payload)
+}
+
+// SignTyped signs payload with the current key as a compact JWS of type
+// typ, which must not be TokenType: only Sign makes access tokens.
+func (ks *KeySet) SignTyped(typ string, payload []byte) (string, error) {
 	if ks.signing == nil {
 		return "", errors.New("claims: no signing key")
 	}
-	signer, err := newSigner(ks.signing, CheckpointType)
+	if typ == TokenType {
+		return "", errors.New("claims: access tokens are made by Sign")
+	}
+	signer, err := newSigner(ks.signing, typ)
 	if err != nil {
 		return "", err
 	}

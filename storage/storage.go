@@ -463,6 +463,8 @@ type Store interface {
 	// is no next key: another replica rotated first.
 	RotateKeys(ctx context.Context, p RotateParams) error
 
+	StreamStore
+
 	// UseProof records a DPoP proof identifier until expires; ErrAlreadyExists
 	// if it was recorded before and has not expired (a replay), whichever
 	// replica saw it.

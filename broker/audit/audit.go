@@ -39,6 +39,9 @@ const (
 	NotificationDead    = "notification.dead_letter"
 	KeyCreate           = "key.create"
 	KeyRotate           = "key.rotate"
+	StreamCreate        = "ssf.stream.create"
+	StreamUpdate        = "ssf.stream.update"
+	StreamDelete        = "ssf.stream.delete"
 )
 
 // Outcomes.

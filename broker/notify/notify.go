@@ -24,6 +24,7 @@ import (
 	mail "github.com/wneessen/go-mail"
 
 	"github.com/actas/actas/broker/audit"
+	"github.com/actas/actas/broker/signals"
 	"github.com/actas/actas/config"
 	"github.com/actas/actas/storage"
 )
@@ -56,6 +57,11 @@ type Config struct {
 	PolicySHA func() string
 	// Registry receives the delivery counters.
 	Registry prometheus.Registerer
+	// Streams, Keys and Issuer deliver Shared Signals pushes (channel
+	// "ssf"); without them such messages fail and are retried.
+	Streams StreamReader
+	Keys    func() signals.Signer
+	Issuer  string
 }
 
 // Worker delivers outbox messages.
@@ -68,6 +74,19 @@ type Worker struct {
 	policySHA func() string
 	sent      *prometheus.CounterVec
 	dead      *prometheus.CounterVec
+	streams   StreamReader
+	keys      func() signals.Signer
+	issuer    string
+	wake      chan struct{}
+}
+
+// Wake makes the worker look for due messages now rather than at its next
+// poll; it never blocks. Storage calls it after a commit that queued one.
+func (w *Worker) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
 }
 
 // New returns a worker for the configured channels.
@@ -83,6 +102,7 @@ func New(c Config) *Worker {
 	}
 	w := &Worker{store: c.Store, cfg: c.Notifications, hooks: webhookClient(c.Notifications.AllowLoopbackWebhooks),
 		log: c.Logger, now: c.Now, policySHA: c.PolicySHA,
+		streams: c.Streams, keys: c.Keys, issuer: c.Issuer, wake: make(chan struct{}, 1),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "actas_outbox_deliveries_total", Help: "Outbox delivery attempts by channel and result (delivered, failed).",
 		}, []string{"channel", "result"}),
@@ -107,6 +127,7 @@ func (w *Worker) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-w.wake:
 		}
 		msgs, err := w.store.ClaimOutbox(ctx, w.now(), outboxLease, 32)
 		if err != nil && ctx.Err() == nil {
@@ -130,6 +151,8 @@ func (w *Worker) deliver(ctx context.Context, m storage.OutboxMessage) {
 		err = w.sendMail(dctx, m)
 	case "webhook":
 		err = w.sendWebhook(dctx, m)
+	case "ssf":
+		err = w.pushSET(dctx, m)
 	default:
 		err = fmt.Errorf("unknown channel %q", m.Channel)
 	}

@@ -20,9 +20,11 @@ import (
 const (
 	GrantTypeTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
 	GrantTypeRefreshToken  = "refresh_token"
-	TokenTypeSupportCode   = "urn:actas:params:oauth:token-type:support-code"
-	TokenTypeIDToken       = "urn:ietf:params:oauth:token-type:id_token"
-	TokenTypeAccessToken   = "urn:ietf:params:oauth:token-type:access_token"
+	// GrantTypeClientCredentials gets a product's SSF stream bearer.
+	GrantTypeClientCredentials = "client_credentials"
+	TokenTypeSupportCode       = "urn:actas:params:oauth:token-type:support-code"
+	TokenTypeIDToken           = "urn:ietf:params:oauth:token-type:id_token"
+	TokenTypeAccessToken       = "urn:ietf:params:oauth:token-type:access_token"
 )
 
 // Handler serves the OAuth endpoints.
@@ -96,6 +98,7 @@ func (h *Handler) discovery(w http.ResponseWriter, _ *http.Request) {
 			scopes[sc] = true
 		}
 	}
+	scopes[core.ScopeSSF] = true // client_credentials, for SSF streams
 	scopeList := make([]string, 0, len(scopes))
 	for sc := range scopes {
 		scopeList = append(scopeList, sc)
@@ -107,7 +110,7 @@ func (h *Handler) discovery(w http.ResponseWriter, _ *http.Request) {
 		"token_endpoint":                        iss + "/token",
 		"introspection_endpoint":                iss + "/introspect",
 		"revocation_endpoint":                   iss + "/revoke",
-		"grant_types_supported":                 []string{GrantTypeTokenExchange, GrantTypeRefreshToken},
+		"grant_types_supported":                 []string{GrantTypeTokenExchange, GrantTypeRefreshToken, GrantTypeClientCredentials},
 		"response_types_supported":              []string{},
 		"scopes_supported":                      scopeList,
 		"token_endpoint_auth_methods_supported": append([]string{"none"}, authMethods...),

@@ -38,10 +38,13 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 		} else {
 			is, err = h.refresh(r.Context(), c, f, b)
 		}
+	case GrantTypeClientCredentials:
+		h.clientCredentials(w, r, c, f)
+		return
 	case "":
 		err = ErrInvalidRequest.With(`missing parameter "grant_type"`)
 	default:
-		err = ErrUnsupportedGrantType.With("supported grant types: " + GrantTypeTokenExchange + ", refresh_token")
+		err = ErrUnsupportedGrantType.With("supported grant types: " + GrantTypeTokenExchange + ", refresh_token, client_credentials")
 		gt = "other"
 	}
 	if err != nil {
@@ -100,4 +103,23 @@ func (h *Handler) refresh(ctx context.Context, c *client, f form, b core.Binding
 		return nil, ErrInvalidGrant.With("access denied by policy: " + ce.Message)
 	}
 	return is, err
+}
+
+// clientCredentials (RFC 6749 §4.4) gives a confidential client the bearer
+// for its Shared Signals streams: scope ssf, and nothing else.
+func (h *Handler) clientCredentials(w http.ResponseWriter, r *http.Request, c *client, f form) {
+	switch {
+	case !c.confidential():
+		h.exchanges.WithLabelValues(GrantTypeClientCredentials, "unauthorized_client").Inc()
+		write(w, ErrUnauthorizedClient.With("client_credentials needs a confidential client"))
+		return
+	case f["scope"] != core.ScopeSSF:
+		h.exchanges.WithLabelValues(GrantTypeClientCredentials, "invalid_scope").Inc()
+		write(w, ErrInvalidScope.With("the only scope of client_credentials is "+core.ScopeSSF))
+		return
+	}
+	tok, ttl := h.core.IssueBearer(c.ID)
+	h.exchanges.WithLabelValues(GrantTypeClientCredentials, "success").Inc()
+	w.Header().Set("Pragma", "no-cache")
+	httpx.WriteJSON(w, http.StatusOK, tokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: ttl, Scope: core.ScopeSSF})
 }

@@ -11,7 +11,9 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // MinSecretBytes is the smallest root secret accepted.
@@ -24,6 +26,7 @@ type Keys struct {
 	kek     []byte // key-encryption key for signing keys in storage
 	cursor  []byte // HMAC key for audit pagination cursors
 	audit   []byte // HMAC key of the audit hash chain
+	bearer  []byte // HMAC key of client bearer tokens (SSF stream management)
 }
 
 // Derive derives every per-use key from root (HKDF-SHA256, RFC 5869).
@@ -39,7 +42,7 @@ func Derive(root []byte) (Keys, error) {
 	for _, d := range []struct {
 		dst   *[]byte
 		label string
-	}{{&s.code, "support-code"}, {&s.refresh, "refresh-token"}, {&s.kek, "key-encryption"}, {&s.cursor, "audit-cursor"}, {&s.audit, "audit-chain"}} {
+	}{{&s.code, "support-code"}, {&s.refresh, "refresh-token"}, {&s.kek, "key-encryption"}, {&s.cursor, "audit-cursor"}, {&s.audit, "audit-chain"}, {&s.bearer, "client-bearer"}} {
 		if *d.dst, err = derive(d.label); err != nil {
 			return Keys{}, err
 		}
@@ -88,6 +91,41 @@ func (s Keys) OpenCursor(scope, c string) ([]byte, bool) {
 		return nil, false
 	}
 	return pos, true
+}
+
+// BearerPrefix starts every client bearer token.
+const BearerPrefix = "actas_cb_"
+
+// SealBearer makes a client's bearer token for scope, good until exp: no
+// storage, the MAC is the proof (32 bytes, compared in constant time).
+func (s Keys) SealBearer(clientID, scope string, exp time.Time) string {
+	body := strconv.FormatInt(exp.Unix(), 10) + "." + base64.RawURLEncoding.EncodeToString([]byte(clientID))
+	return BearerPrefix + body + "." + base64.RawURLEncoding.EncodeToString(MAC(s.bearer, scope, body))
+}
+
+// OpenBearer returns the client of a bearer token for scope that has not
+// expired at now.
+func (s Keys) OpenBearer(token, scope string, now time.Time) (string, bool) {
+	rest, ok := strings.CutPrefix(token, BearerPrefix)
+	if !ok || len(rest) > 1024 {
+		return "", false
+	}
+	i := strings.LastIndexByte(rest, '.')
+	if i < 0 {
+		return "", false
+	}
+	body, mac := rest[:i], rest[i+1:]
+	want := base64.RawURLEncoding.EncodeToString(MAC(s.bearer, scope, body))
+	if !hmac.Equal([]byte(mac), []byte(want)) {
+		return "", false
+	}
+	expS, idB64, ok := strings.Cut(body, ".")
+	exp, err := strconv.ParseInt(expS, 10, 64)
+	id, err2 := base64.RawURLEncoding.DecodeString(idB64)
+	if !ok || err != nil || err2 != nil || !now.Before(time.Unix(exp, 0)) {
+		return "", false
+	}
+	return string(id), true
 }
 
 // LoadRoot finds the root secret: the environment variable

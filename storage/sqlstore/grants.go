@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -78,12 +79,8 @@ func (s *Store) SetSupportAccess(ctx context.Context, t storage.Tenant, ev, gran
 // events) belongs here.
 func (s *Store) endGrants(ctx context.Context, tx *sqlx.Tx, tenant, cond string, args []any, at time.Time, by, reason string, ev *storage.AuditEvent) ([]string, error) {
 	q := tx.Rebind(`UPDATE grants SET revoked_at = ?, revoked_by = ?, revoke_reason = ?, code_hash = NULL
-		WHERE tenant_id = ? AND revoked_at IS NULL AND (` + cond + `) RETURNING id, granted_by, engineer_sub`)
-	var ended []struct {
-		ID  string `db:"id"`
-		Sub string `db:"granted_by"`
-		Act string `db:"engineer_sub"`
-	}
+		WHERE tenant_id = ? AND revoked_at IS NULL AND (` + cond + `) RETURNING id, tenant_id, granted_by, granted_by_iss, engineer_sub, engineer_iss`)
+	var ended []endedGrant
 	if err := tx.SelectContext(ctx, &ended, q, append([]any{micro(at), by, reason, tenant}, args...)...); err != nil {
 		return nil, s.mapErr(err)
 	}
@@ -94,6 +91,9 @@ func (s *Store) endGrants(ctx context.Context, tx *sqlx.Tx, tenant, cond string,
 			if _, err := s.exec(ctx, tx, `UPDATE `+table+` SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL`, micro(at), g.ID); err != nil {
 				return nil, err
 			}
+		}
+		if err := s.signalEnd(ctx, tx, g, at, reason, initiator(ev, reason)); err != nil {
+			return nil, err
 		}
 		if ev != nil {
 			e := *ev
@@ -106,6 +106,19 @@ func (s *Store) endGrants(ctx context.Context, tx *sqlx.Tx, tenant, cond string,
 		ids = append(ids, g.ID)
 	}
 	return ids, nil
+}
+
+// initiator is CAEP's initiating_entity of a grant's end.
+func initiator(ev *storage.AuditEvent, reason string) string {
+	switch {
+	case strings.Contains(reason, "policy"):
+		return "policy"
+	case ev == nil || ev.ActorType == storage.ActorSystem || ev.ActorType == storage.ActorClient:
+		return "system"
+	case ev.ActorType == storage.ActorTenantAdmin:
+		return "admin"
+	}
+	return "user"
 }
 
 // CreateGrant stores a grant if the tenant's support access is on.

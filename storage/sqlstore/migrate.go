@@ -220,6 +220,32 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX dpop_proofs_expiry ON dpop_proofs (expires_at)`,
 	}},
+	{13, "Shared Signals streams and held poll events", []string{
+		`CREATE TABLE ssf_streams (
+			id TEXT PRIMARY KEY,
+			client_id TEXT NOT NULL,
+			audience TEXT NOT NULL,
+			method TEXT NOT NULL,
+			endpoint_url TEXT NOT NULL,
+			authorization_header TEXT NOT NULL DEFAULT '',
+			events_requested TEXT NOT NULL,
+			description TEXT NOT NULL DEFAULT '',
+			status TEXT NOT NULL,
+			reason TEXT NOT NULL DEFAULT '',
+			created_at BIGINT NOT NULL,
+			updated_at BIGINT NOT NULL
+		)`,
+		`CREATE INDEX ssf_streams_client ON ssf_streams (client_id)`,
+		`CREATE INDEX ssf_streams_audience ON ssf_streams (audience)`,
+		`CREATE TABLE ssf_poll (
+			id {{AUTOID}},
+			stream_id TEXT NOT NULL,
+			jti TEXT NOT NULL,
+			payload TEXT NOT NULL,
+			created_at BIGINT NOT NULL
+		)`,
+		`CREATE UNIQUE INDEX ssf_poll_jti ON ssf_poll (stream_id, jti)`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

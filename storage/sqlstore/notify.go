@@ -110,6 +110,7 @@ func (s *Store) enqueue(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent
 		seen[channel+dest] = true
 		_, err := s.exec(ctx, tx, `INSERT INTO outbox (tenant_id, kind, channel, destination, payload, next_attempt_at, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`, ev.TenantID, kind, channel, dest, string(payload), micro(ev.Time), micro(ev.Time))
+		s.queued(tx)
 		return err
 	}
 	for _, e := range append(admins, n.Emails...) {
@@ -196,13 +197,8 @@ func (s *Store) RecordExpiries(ctx context.Context, now time.Time, limit int, ev
 	var n int
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
 		n = 0
-		var rows []struct {
-			ID     string `db:"id"`
-			Tenant string `db:"tenant_id"`
-			Sub    string `db:"granted_by"`
-			Act    string `db:"engineer_sub"`
-		}
-		if err := tx.SelectContext(ctx, &rows, tx.Rebind(`SELECT id, tenant_id, granted_by, engineer_sub FROM grants
+		var rows []endedGrant
+		if err := tx.SelectContext(ctx, &rows, tx.Rebind(`SELECT id, tenant_id, granted_by, granted_by_iss, engineer_sub, engineer_iss FROM grants
 			WHERE expiry_recorded = FALSE AND revoked_at IS NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?`), micro(now), limit); err != nil {
 			return s.mapErr(err)
 		}
@@ -213,6 +209,9 @@ func (s *Store) RecordExpiries(ctx context.Context, now time.Time, limit int, ev
 			}
 			if c == 0 {
 				continue // another replica recorded it
+			}
+			if err := s.signalEnd(ctx, tx, g, now, "expired", "system"); err != nil {
+				return err
 			}
 			e := ev
 			e.TenantID, e.Target = g.Tenant, g.ID

@@ -39,7 +39,19 @@ type Store struct {
 	closed bool
 
 	auditKey []byte // HMAC key of the audit chain
+
+	// onOutbox runs after a commit that queued outbox messages, so that
+	// the sender need not wait for its next poll; outboxTx marks them.
+	onOutbox func()
+	outboxTx sync.Map // *sqlx.Tx -> struct{}
 }
+
+// OnOutbox sets fn to run (it must not block) after every commit that
+// queued outbox messages.
+func (s *Store) OnOutbox(fn func()) { s.onOutbox = fn }
+
+// queued marks tx as having queued outbox messages.
+func (s *Store) queued(tx *sqlx.Tx) { s.outboxTx.Store(tx, struct{}{}) }
 
 var _ storage.Store = (*Store)(nil)
 
@@ -273,10 +285,16 @@ func (s *Store) tryTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
+		s.outboxTx.Delete(tx)
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	err = tx.Commit()
+	_, queued := s.outboxTx.LoadAndDelete(tx)
+	if err != nil {
 		return s.mapErr(err)
+	}
+	if queued && s.onOutbox != nil {
+		s.onOutbox()
 	}
 	return nil
 }

@@ -133,6 +133,16 @@ func (s *Store) RevokeToken(ctx context.Context, jti string, at time.Time, ev st
 		if !changed {
 			return nil
 		}
+		var g endedGrant
+		if err := s.queryRow(ctx, tx, `SELECT g.id, g.tenant_id, g.granted_by, g.granted_by_iss, g.engineer_sub, g.engineer_iss, t.audience
+			FROM tokens t JOIN grants g ON g.id = t.grant_id WHERE t.jti = ?`, jti).Scan(
+			&g.ID, &g.Tenant, &g.Sub, &g.SubIss, &g.Act, &g.ActIss, &g.TokenAudnce); err != nil {
+			return s.mapErr(err)
+		}
+		g.TokenJTI = jti
+		if err := s.signalEnd(ctx, tx, g, at, "token_revoked", initiator(&ev, "token_revoked")); err != nil {
+			return err
+		}
 		return s.insertAudit(ctx, tx, ev)
 	})
 	return changed, err

@@ -42,6 +42,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store, auditKey []byte) {
 		{"notify/expiries recorded once", testExpiries},
 		{"retention/engineers and archive", testRetention},
 		{"dpop/proof once across writers, again after expiry", testProofReplay},
+		{"ssf/streams, held and polled signals", testStreams},
 		{"audit/chain under concurrent writers", func(t *testing.T, s storage.Store) { testChainConcurrency(t, s, auditKey) }},
 	}
 	for _, tc := range tests {
