@@ -452,15 +452,16 @@ func newFixture(t *testing.T) *fixture {
 	return newFixtureWith(t, testPolicy, "")
 }
 
-// newFixtureWith runs a server with policy and more clients (YAML list
-// items appended to clients:).
-func newFixtureWith(t *testing.T, policy, clients string) *fixture {
+// newFixtureWith runs a server with policy and extra YAML appended to the
+// config, which ends inside clients: (list items add clients; a top-level
+// key starts a new section).
+func newFixtureWith(t *testing.T, policy, extra string) *fixture {
 	t.Helper()
 	cust, sup := startIDP(t), startIDP(t)
 	dir := t.TempDir()
 	listen := freePort(t)
 	cfg := writeConfig(t, dir, listen, "sqlite://"+filepath.Join(dir, "actas.db"), cust, sup, policy)
-	if err := appendFile(cfg, clients); err != nil {
+	if err := appendFile(cfg, extra); err != nil {
 		t.Fatal(err)
 	}
 	return &fixture{server: startServer(t, cfg, listen), cust: cust, sup: sup}
