@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -43,8 +44,8 @@ func startProduct(t *testing.T, f *fixture) string {
 	listen := freePort(t)
 	cmd := exec.Command(productBin, "--broker", f.base, "--client-id", "product", "--listen", listen)
 	cmd.Env = append(childEnv(), "ACTAS_CLIENT_SECRET="+productSecret)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	logs := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -241,23 +242,7 @@ func TestSSFStreamsAndPoll(t *testing.T) {
 		}
 		return r.str("access_token")
 	}
-	call := func(method, path, tok string, body any) resp {
-		var rd *bytes.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		} else {
-			rd = bytes.NewReader(nil)
-		}
-		req, _ := http.NewRequest(method, f.base+path, rd)
-		if tok != "" {
-			req.Header.Set("Authorization", "Bearer "+tok)
-		}
-		if body != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		return do(t, req)
-	}
+	call := func(method, path, tok string, body any) resp { return f.api(t, method, path, tok, body) }
 	other, product := bearer("other", otherSecret), bearer("product", productSecret)
 
 	// refusals
@@ -384,4 +369,92 @@ func maps(m map[string]int) map[string]int {
 		out[k] = v
 	}
 	return out
+}
+
+// TestPolicySignals: a policy edit that refuses a live token pushes a
+// session-revoked for that token; one that narrows a token's scope pushes
+// a token-claims-change. Both reach a poll stream of the token's audience.
+func TestPolicySignals(t *testing.T) {
+	f := newFixtureWith(t, testPolicy, loopbackPushes)
+	ctx := context.Background()
+	tok := f.form(t, "/token", url.Values{"grant_type": {"client_credentials"}, "scope": {"ssf"}}, "other", otherSecret).str("access_token")
+	sid := f.api(t, "POST", "/ssf/streams", tok, map[string]any{"delivery": map[string]any{"method": "urn:ietf:rfc:8936"}}).str("stream_id")
+	v, err := rp.New(ctx, rp.Config{Issuer: f.base, Audience: "other-product"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := f.admin(t, "acme")
+	f.enable(t, "acme", admin, false)
+	redeem := func(role, env string) string {
+		_, code := f.grant(t, "acme", admin, map[string]any{"role": role, "environments": []string{env}})
+		form := exchangeForm("acme", code, f.engineer(t, "eng-pol"))
+		form.Set("audience", "other-product")
+		return f.form(t, "/token", form, "", "").str("access_token")
+	}
+	denied, narrowed := redeem("manage", "production"), redeem("manage", "sandbox")
+	for _, at := range []string{denied, narrowed} {
+		if _, err := v.Verify(ctx, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sha0 := f.readyz(t)["policy_sha256"].(string)
+	edited := strings.Replace(testPolicy, "rules:\n", `rules:
+  - name: no-manage-in-production
+    deny_if: 'request.role == "manage" && "production" in request.environments'
+    message: manage is no longer allowed in production
+`, 1)
+	edited = strings.Replace(edited, "{name: manage,  scopes: [read, write]}", "{name: manage,  scopes: [read]}", 1)
+	if err := os.WriteFile(filepath.Join(f.dir, "policy.yaml"), []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.waitPolicy(t, sha0)
+	kinds := map[string]bool{}
+	for deadline := time.Now().Add(10 * time.Second); len(kinds) < 2 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		r := f.api(t, "POST", "/ssf/poll/"+sid, tok, map[string]any{"returnImmediately": true})
+		sets, _ := r.body["sets"].(map[string]any)
+		var acks []string
+		for jti, set := range sets {
+			parts := strings.Split(set.(string), ".")
+			var c struct{ Events map[string]json.RawMessage }
+			json.Unmarshal(mustB64(parts[1]), &c)
+			for k := range c.Events {
+				kinds[k] = true
+			}
+			if _, err := v.ApplySET(ctx, set.(string)); err != nil {
+				t.Fatal(err)
+			}
+			acks = append(acks, jti)
+		}
+		f.api(t, "POST", "/ssf/poll/"+sid, tok, map[string]any{"ack": acks, "maxEvents": 0})
+	}
+	if !kinds[rp.EventSessionRevoked] || !kinds[rp.EventTokenClaimsChange] {
+		t.Fatalf("events after the policy edit: %v", kinds)
+	}
+	if _, err := v.Verify(ctx, denied); err == nil {
+		t.Fatal("the token the new policy refuses still verifies at the product")
+	}
+	if _, err := v.Verify(ctx, narrowed); err == nil {
+		t.Fatal("a token issued before its claims changed still verifies at the product")
+	}
+	if f.active(t, denied) {
+		t.Fatal("the refused token is active at introspection")
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a child process writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -91,7 +91,9 @@ func (r *revocations) ended(id *Identity, now time.Time) bool {
 	if _, ok := r.tokens.get(id.JTI); ok {
 		return true
 	}
-	if at, ok := r.changed.get(id.GrantID); ok && id.IssuedAt.Before(at) {
+	// iat has whole seconds: a token of the very second of the change may
+	// predate it, so it is refused too (a refresh a second later is not).
+	if at, ok := r.changed.get(id.GrantID); ok && !id.IssuedAt.After(at) {
 		return true
 	}
 	return false

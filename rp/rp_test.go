@@ -21,17 +21,32 @@ import (
 // issuer is a stand-in actas: discovery, JWKS with rotation, tokens and
 // SETs signed with go-jose.
 type issuer struct {
-	srv  *httptest.Server
-	mu   sync.Mutex
-	keys []jose.JSONWebKey // private; the last one signs
+	srv      *httptest.Server
+	mu       sync.Mutex
+	keys     []jose.JSONWebKey // private; the last one signs
+	inactive map[string]bool   // tokens /introspect calls inactive
+	asked    int
+	down     bool
 }
 
 func newIssuer(t testing.TB) *issuer {
-	is := &issuer{}
+	is := &issuer{inactive: map[string]bool{}}
 	is.rotate(t)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
-		json.NewEncoder(w).Encode(map[string]string{"issuer": is.srv.URL, "jwks_uri": is.srv.URL + "/jwks", "token_endpoint": is.srv.URL + "/token"})
+		json.NewEncoder(w).Encode(map[string]string{"issuer": is.srv.URL, "jwks_uri": is.srv.URL + "/jwks", "token_endpoint": is.srv.URL + "/token",
+			"introspection_endpoint": is.srv.URL + "/introspect"})
+	})
+	mux.HandleFunc("POST /introspect", func(w http.ResponseWriter, r *http.Request) {
+		is.mu.Lock()
+		defer is.mu.Unlock()
+		is.asked++
+		if id, secret, _ := r.BasicAuth(); id != "product" || secret != "s3cret" || is.down {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		r.ParseForm()
+		json.NewEncoder(w).Encode(map[string]bool{"active": !is.inactive[r.PostForm.Get("token")]})
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, _ *http.Request) {
 		is.mu.Lock()
@@ -239,5 +254,39 @@ func BenchmarkVerifyFirstSight(b *testing.B) {
 		if _, err := v.verifySigned(ctx, tok); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestIntrospectionCache(t *testing.T) {
+	is := newIssuer(t)
+	v, err := New(context.Background(), Config{Issuer: is.srv.URL, Audience: "product",
+		Introspect: &Introspect{ClientID: "product", ClientSecret: "s3cret", CacheTTL: 200 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := is.token(t, nil)
+	for range 3 {
+		if rec := serve(v, tok, "Bearer", ""); rec.Code != 200 {
+			t.Fatalf("active: %d %s", rec.Code, rec.Body)
+		}
+	}
+	if is.asked != 1 {
+		t.Fatalf("introspected %d times within the cache TTL, want 1", is.asked)
+	}
+	is.mu.Lock()
+	is.inactive[tok] = true
+	is.mu.Unlock()
+	time.Sleep(250 * time.Millisecond)
+	if rec := serve(v, tok, "Bearer", ""); rec.Code != 401 {
+		t.Fatalf("revoked at actas, after the TTL: %d", rec.Code)
+	}
+	is.mu.Lock()
+	is.down = true
+	is.mu.Unlock()
+	if rec := serve(v, is.token(t, map[string]any{"jti": "other"}), "Bearer", ""); rec.Code != 503 {
+		t.Fatalf("introspection down must refuse, never fall back to the JWT: %d", rec.Code)
+	}
+	if _, err := New(context.Background(), Config{Issuer: is.srv.URL, Audience: "product", Introspect: &Introspect{CacheTTL: time.Minute}}); err == nil {
+		t.Fatal("a cache TTL of a minute was accepted")
 	}
 }

@@ -86,6 +86,12 @@ type StreamStore interface {
 	DeleteStream(ctx context.Context, clientID, id string) error
 	// AddSignal queues one signal for its stream.
 	AddSignal(ctx context.Context, sig Signal) error
+	// LiveTokens pages through unexpired, unrevoked tokens of live grants,
+	// by jti after after, for re-deciding them under a new policy.
+	LiveTokens(ctx context.Context, now time.Time, after string, limit int) ([]TokenState, error)
+	// SignalToken queues a signal about one token for its audience's
+	// streams (initiated by the policy).
+	SignalToken(ctx context.Context, jti, kind, reason string, claims map[string]any, at time.Time) error
 	// PollSignals removes the acknowledged signals of a poll stream and
 	// returns up to max others, oldest first, and whether more remain.
 	PollSignals(ctx context.Context, streamID string, acks []string, max int) ([]PolledSignal, bool, error)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/actas/actas/broker/audit"
 	"github.com/actas/actas/policy"
+	"github.com/actas/actas/storage"
 )
 
 // ReloadPolicy loads the policy file and swaps it in atomically. A file
@@ -110,5 +112,62 @@ func (s *Service) SetPolicy(ctx context.Context, p *policy.Policy, source string
 	old := s.policy.Swap(p)
 	ev := s.event(audit.System, "", audit.PolicyReload, source, audit.Success,
 		map[string]any{"previous_sha256": old.SHA256, "sha256": p.SHA256})
-	return s.store.AppendAudit(ctx, ev)
+	if err := s.store.AppendAudit(ctx, ev); err != nil {
+		return err
+	}
+	if old != nil {
+		s.signalPolicyChange(ctx, old, p)
+	}
+	return nil
+}
+
+// signalPolicyChange tells products what a new policy did to live tokens:
+// a token it now refuses gets a session-revoked (for that token: it is
+// inactive at introspection from now on, and a product that verifies
+// locally must stop honouring it too), a token whose scope it narrowed a
+// token-claims-change (the engineer refreshes for a narrower one). Tokens
+// the old policy already refused are not signalled again.
+func (s *Service) signalPolicyChange(ctx context.Context, old, p *policy.Policy) {
+	now := s.now()
+	after := ""
+	for {
+		page, err := s.store.LiveTokens(ctx, now, after, 500)
+		if err != nil {
+			s.log.WarnContext(ctx, "policy change: reading live tokens", "err", err)
+			return
+		}
+		for i := range page {
+			st := &page[i]
+			after = st.Token.JTI
+			if !st.TenantEnabled {
+				continue
+			}
+			eng, ig, err := decisionInputs(&st.Grant, policy.Tenant{ID: st.Grant.TenantID, SupportAccess: true, AllowNonAdminGrants: st.AllowNonAdminGrants}, true)
+			if err != nil {
+				continue
+			}
+			t := &st.Token
+			if old.StillAllows(eng, ig, t.Role, now) != nil {
+				continue
+			}
+			kind, reason, claims := "", "", map[string]any(nil)
+			var pd *policy.Denied
+			if err := p.StillAllows(eng, ig, t.Role, now); errors.As(err, &pd) {
+				kind, reason = storage.SignalSessionRevoked, "policy: "+pd.Reason
+			} else if err != nil {
+				kind, reason = storage.SignalSessionRevoked, "policy: "+err.Error()
+			} else if wide, narrow := narrowScope(t.Scope, old.Scopes(t.Role)), narrowScope(t.Scope, p.Scopes(t.Role)); wide != narrow {
+				kind, reason, claims = storage.SignalClaimsChange, "policy narrowed the scope", map[string]any{"scope": narrow, "roles": []string{t.Role}}
+			}
+			if kind == "" {
+				continue
+			}
+			if err := s.store.SignalToken(ctx, t.JTI, kind, reason, claims, now); err != nil {
+				s.log.WarnContext(ctx, "policy change: signalling a token", "jti", t.JTI, "err", err)
+			}
+		}
+		if len(page) < 500 {
+			return
+		}
+	}
 }

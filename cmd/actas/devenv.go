@@ -64,6 +64,8 @@ func newDevEnv(listen, storage string, keep bool) (*devEnv, error) {
 		Issuer: "http://" + listen, Listen: listen, Storage: storage, PolicyFile: "(built-in sample policy)",
 		SupportIDP:   config.SupportIDP{Issuer: sup.Issuer, ClientID: "actas", GroupsClaim: "groups"},
 		CustomerIDPs: []config.CustomerIDP{{Issuer: cust.Issuer, Audience: "actas", TenantClaim: "org_id", RoleClaim: "role"}},
+		// Loopback only: products on this machine may receive pushes.
+		Notifications: config.Notifications{AllowLoopbackWebhooks: true},
 		Clients: []config.Client{
 			{ID: devCLIClient, Audience: devAudience},
 			{ID: devProductClient, SecretEnv: "(generated)", Secret: secret, Audience: devAudience, CanIntrospect: true},

@@ -211,6 +211,12 @@ type endedGrant struct {
 // stream of every audience that holds tokens of g (or only the ended
 // token's audience): a product hears about the grants it saw, and no other.
 func (s *Store) signalEnd(ctx context.Context, tx *sqlx.Tx, g endedGrant, at time.Time, reason, initiator string) error {
+	return s.signal(ctx, tx, g, storage.Signal{Kind: storage.SignalSessionRevoked, Time: at, Reason: reason, Initiator: initiator})
+}
+
+// signal queues tmpl, completed with g's subject, for the streams that
+// saw g's tokens (or, for one token, that token's audience).
+func (s *Store) signal(ctx context.Context, tx *sqlx.Tx, g endedGrant, tmpl storage.Signal) error {
 	var streams []struct {
 		ID       string `db:"id"`
 		Audience string `db:"audience"`
@@ -229,12 +235,13 @@ func (s *Store) signalEnd(ctx context.Context, tx *sqlx.Tx, g endedGrant, at tim
 		return s.mapErr(err)
 	}
 	for _, st := range streams {
-		if ev, _ := parseList(st.Events); len(ev) > 0 && !containsEvent(ev, storage.SignalSessionRevoked) {
+		if ev, _ := parseList(st.Events); len(ev) > 0 && !containsEvent(ev, tmpl.Kind) {
 			continue
 		}
-		sig := storage.Signal{Kind: storage.SignalSessionRevoked, JTI: newJTI(), Time: at, Audience: st.Audience, StreamID: st.ID,
-			Tenant: g.Tenant, CustomerIss: g.SubIss, CustomerSub: g.Sub, EngineerIss: g.ActIss, EngineerSub: g.Act,
-			GrantID: g.ID, TokenJTI: g.TokenJTI, Reason: reason, Initiator: initiator}
+		sig := tmpl
+		sig.JTI, sig.Audience, sig.StreamID = newJTI(), st.Audience, st.ID
+		sig.Tenant, sig.CustomerIss, sig.CustomerSub, sig.EngineerIss, sig.EngineerSub = g.Tenant, g.SubIss, g.Sub, g.ActIss, g.Act
+		sig.GrantID, sig.TokenJTI = g.ID, g.TokenJTI
 		if err := s.queueSignal(ctx, tx, st.Method, st.Status, sig); err != nil {
 			return err
 		}

@@ -91,6 +91,10 @@ const tokenCols = `t.jti, t.grant_id, t.client_id, t.audience, t.role, t.scope, 
 
 // TokenState reads a token with its grant and tenant toggle in one query.
 func (s *Store) TokenState(ctx context.Context, jti string) (storage.TokenState, error) {
+	return s.scanTokenState(s.tokenState.QueryRowxContext(ctx, jti))
+}
+
+func (s *Store) scanTokenState(row scanner) (storage.TokenState, error) {
 	var st storage.TokenState
 	t := &st.Token
 	var issued, expires int64
@@ -98,11 +102,45 @@ func (s *Store) TokenState(ctx context.Context, jti string) (storage.TokenState,
 	gdest, finish := grantDest(&st.Grant)
 	dest := append([]any{&t.JTI, &t.GrantID, &t.ClientID, &t.Audience, &t.Role, &t.Scope, &issued, &expires, &revoked, &firstUsed, &t.JKT}, gdest...)
 	dest = append(dest, &st.TenantEnabled, &st.AllowNonAdminGrants)
-	if err := s.tokenState.QueryRowxContext(ctx, jti).Scan(dest...); err != nil {
+	if err := row.Scan(dest...); err != nil {
 		return storage.TokenState{}, s.mapErr(err)
 	}
 	t.IssuedAt, t.ExpiresAt, t.RevokedAt, t.FirstUsedAt = fromMicro(issued), fromMicro(expires), fromNull(revoked), fromNull(firstUsed)
 	return st, finish()
+}
+
+// LiveTokens pages through tokens neither expired nor revoked at now, of
+// grants still live, by jti after after.
+func (s *Store) LiveTokens(ctx context.Context, now time.Time, after string, limit int) ([]storage.TokenState, error) {
+	rows, err := s.read.QueryxContext(ctx, s.read.Rebind(`SELECT `+tokenCols+`, `+grantCols+`, n.support_enabled, n.allow_non_admin_grants
+		FROM tokens t JOIN grants g ON g.id = t.grant_id JOIN tenants n ON n.id = g.tenant_id
+		WHERE t.jti > ? AND t.revoked_at IS NULL AND t.expires_at > ? AND g.revoked_at IS NULL AND g.expires_at > ?
+		ORDER BY t.jti LIMIT ?`), after, micro(now), micro(now), limit)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	defer rows.Close()
+	var out []storage.TokenState
+	for rows.Next() {
+		st, err := s.scanTokenState(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, s.mapErr(rows.Err())
+}
+
+// SignalToken queues a signal about one token (kind session-revoked or
+// token-claims-change) for the streams of its audience.
+func (s *Store) SignalToken(ctx context.Context, jti, kind, reason string, claims map[string]any, at time.Time) error {
+	return s.tx(ctx, func(tx *sqlx.Tx) error {
+		g, err := s.tokenGrant(ctx, tx, jti)
+		if err != nil {
+			return err
+		}
+		return s.signal(ctx, tx, g, storage.Signal{Kind: kind, Time: at, Reason: reason, Initiator: "policy", Claims: claims})
+	})
 }
 
 // MarkTokenUsed records a token's first active introspection.
@@ -133,13 +171,10 @@ func (s *Store) RevokeToken(ctx context.Context, jti string, at time.Time, ev st
 		if !changed {
 			return nil
 		}
-		var g endedGrant
-		if err := s.queryRow(ctx, tx, `SELECT g.id, g.tenant_id, g.granted_by, g.granted_by_iss, g.engineer_sub, g.engineer_iss, t.audience
-			FROM tokens t JOIN grants g ON g.id = t.grant_id WHERE t.jti = ?`, jti).Scan(
-			&g.ID, &g.Tenant, &g.Sub, &g.SubIss, &g.Act, &g.ActIss, &g.TokenAudnce); err != nil {
-			return s.mapErr(err)
+		g, err := s.tokenGrant(ctx, tx, jti)
+		if err != nil {
+			return err
 		}
-		g.TokenJTI = jti
 		if err := s.signalEnd(ctx, tx, g, at, "token_revoked", initiator(&ev, "token_revoked")); err != nil {
 			return err
 		}
@@ -178,4 +213,13 @@ func (s *Store) PruneProofs(ctx context.Context, now time.Time, limit int) (int,
 		return err
 	})
 	return int(n), err
+}
+
+// tokenGrant is the subject of one token's signals: its grant and audience.
+func (s *Store) tokenGrant(ctx context.Context, tx *sqlx.Tx, jti string) (endedGrant, error) {
+	g := endedGrant{TokenJTI: jti}
+	err := s.queryRow(ctx, tx, `SELECT g.id, g.tenant_id, g.granted_by, g.granted_by_iss, g.engineer_sub, g.engineer_iss, t.audience
+		FROM tokens t JOIN grants g ON g.id = t.grant_id WHERE t.jti = ?`, jti).Scan(
+		&g.ID, &g.Tenant, &g.Sub, &g.SubIss, &g.Act, &g.ActIss, &g.TokenAudnce)
+	return g, s.mapErr(err)
 }
