@@ -140,6 +140,9 @@ func TestCLIHelp(t *testing.T) {
 		{[]string{"sevre"}, 2, []string{`unknown command "sevre"; did you mean "serve"?`}},
 		{[]string{"audit", "verfy"}, 2, []string{`did you mean "verify"?`}},
 		{[]string{"migrate", "--confg", "x.yaml"}, 2, []string{"did you mean --config?"}},
+		{[]string{"support", "--help"}, 0, []string{"login", "redeem", "token", "proof", "status", "logout",
+			"actas support login --broker https://actas.example", "actas support redeem --tenant acme --code 123456"}},
+		{[]string{"support", "redeem", "--help"}, 0, []string{"--tenant", "--code", "--no-dpop", "--broker"}},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

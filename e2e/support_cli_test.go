@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -213,6 +214,22 @@ func TestSupportCLI(t *testing.T) {
 			t.Fatalf("replayed proof at /token: %d %s", r.status, r.raw)
 		}
 	})
+
+	// Guessing locks the engineer out, with its own status.
+	locked := false
+	for i := 0; i < 12 && !locked; i++ {
+		_, stderr, st := c.run(t, "redeem", "--tenant", "acme", "--code", fmt.Sprintf("%06d", 900000+i))
+		switch st {
+		case 5:
+			locked = strings.Contains(stderr, "locked out")
+		case 4:
+		default:
+			t.Fatalf("wrong code %d: %d %s", i, st, stderr)
+		}
+	}
+	if !locked {
+		t.Fatal("repeated wrong codes never locked the engineer out (exit 5)")
+	}
 
 	// Logout ends the grant at the broker and removes the cache.
 	if _, stderr, st := c.run(t, "logout"); st != 0 || !strings.Contains(stderr, "Ended 1 grant") {
