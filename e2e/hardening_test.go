@@ -289,3 +289,28 @@ func TestGrantListPages(t *testing.T) {
 		t.Fatalf("forged cursor: %d", r.status)
 	}
 }
+
+// Issue 14: the policy's rules govern turning support access on; turning
+// it off is never refused.
+func TestToggleGovernedByPolicy(t *testing.T) {
+	f := newFixture(t)
+	free := f.cust.token(t, &testUser{Sub: "free-admin", OrgID: "freeco", Role: "admin", Plan: "free", Email: "a@freeco.example"})
+	r := f.api(t, "PUT", "/api/v1/tenants/freeco/support-access", free, map[string]any{"enabled": true})
+	if r.status != 403 || r.str("rule") != "no-free-plans" {
+		t.Fatalf("free-plan admin turning support on: %d %s", r.status, r.raw)
+	}
+	if r := f.api(t, "GET", "/api/v1/tenants/freeco/support-access", free, nil); r.body["enabled"] != false {
+		t.Fatalf("a refused toggle changed the tenant: %s", r.raw)
+	}
+	if r := f.api(t, "PUT", "/api/v1/tenants/freeco/support-access", free, map[string]any{"enabled": false}); r.status != 200 {
+		t.Fatalf("turning support off must never be refused: %d %s", r.status, r.raw)
+	}
+	var denied bool
+	for _, ev := range f.api(t, "GET", "/api/v1/tenants/freeco/audit", free, nil).body["events"].([]any) {
+		e := ev.(map[string]any)
+		denied = denied || (e["action"] == "support_access.enable" && e["outcome"] == "denied")
+	}
+	if !denied {
+		t.Fatal("the refused toggle is not in the audit log")
+	}
+}

@@ -53,6 +53,35 @@ type GrantRequest struct {
 	Now          time.Time
 }
 
+// Actions, request.action in rules: what is being decided.
+const (
+	ActionToggle = "toggle" // a tenant admin turns support access on (or changes it while on)
+	ActionGrant  = "grant"  // a customer user gives access
+	ActionRedeem = "redeem" // an engineer redeems, refreshes, or a token is introspected
+)
+
+// ToggleRequest is a tenant admin turning support access on, or changing
+// allow_non_admin_grants while it is on. Turning it off is never a policy
+// question: ending access must always work.
+type ToggleRequest struct {
+	Granter Granter
+	Tenant  Tenant // the state asked for
+	Now     time.Time
+}
+
+// DecideToggle runs the rules with request.action "toggle" (request.role
+// and the other grant fields empty, engineer empty).
+func (p *Policy) DecideToggle(r ToggleRequest) error {
+	var trail []string
+	return p.evalRules(ruleInput{
+		granter:  map[string]any{"sub": r.Granter.Sub, "role": r.Granter.Role, "claims": claimsOrEmpty(r.Granter.Claims)},
+		request:  requestVars(ActionToggle, "", nil, nil, 0, "", Ticket{}),
+		tenant:   tenantVars(r.Tenant),
+		engineer: map[string]any{},
+		now:      r.Now,
+	}, &trail)
+}
+
 // Ticket is the system and severity of a grant's ticket.
 type Ticket struct {
 	System   string
@@ -163,7 +192,7 @@ func (p *Policy) decideGrant(r GrantRequest, trail *[]string) (GrantDecision, er
 
 	in := ruleInput{
 		granter:  map[string]any{"sub": r.Granter.Sub, "role": r.Granter.Role, "claims": claimsOrEmpty(r.Granter.Claims)},
-		request:  requestVars(r.Role, r.Environments, r.Resources, ttl, r.Ticket, r.Tick),
+		request:  requestVars(ActionGrant, r.Role, r.Environments, r.Resources, ttl, r.Ticket, r.Tick),
 		tenant:   tenantVars(r.Tenant),
 		engineer: map[string]any{},
 		now:      r.Now,
@@ -290,7 +319,7 @@ func (p *Policy) decideRedeem(e Engineer, g IssuedGrant, now time.Time, trail *[
 	role = p.capByTier(role, e.Groups, trail)
 	in := ruleInput{
 		granter: map[string]any{"sub": g.Granter.Sub, "role": g.Granter.Role, "claims": claimsOrEmpty(g.Granter.Claims)},
-		request: requestVars(g.Role, g.Environments, g.Resources, g.ExpiresAt.Sub(g.CreatedAt), g.Ticket, g.Tick),
+		request: requestVars(ActionRedeem, g.Role, g.Environments, g.Resources, g.ExpiresAt.Sub(g.CreatedAt), g.Ticket, g.Tick),
 		tenant:  tenantVars(g.Tenant),
 		engineer: map[string]any{
 			"sub": e.Sub, "iss": e.Iss, "groups": stringsAny(e.Groups), "claims": claimsOrEmpty(e.Claims),
@@ -392,8 +421,9 @@ func (p *Policy) roleNames() string {
 
 func (p *Policy) envNames() string { return fmt.Sprint(p.EnvironmentNames()) }
 
-func requestVars(role string, envs, res []string, ttl time.Duration, ticket string, tick Ticket) map[string]any {
+func requestVars(action, role string, envs, res []string, ttl time.Duration, ticket string, tick Ticket) map[string]any {
 	return map[string]any{
+		"action":          action,
 		"role":            role,
 		"environments":    stringsAny(envs),
 		"resources":       stringsAny(res),

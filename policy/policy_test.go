@@ -321,3 +321,32 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestDecideToggleAndAction(t *testing.T) {
+	doc := strings.Replace(decisionPolicy, "rules:\n", `rules:
+  - name: no-admin-grants
+    deny_if: 'request.action == "grant" && request.role == "admin"'
+    message: no admin grants
+`, 1)
+	p, err := Parse("toggle.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	admin := Granter{Sub: "ada", Role: "admin", Claims: map[string]any{"plan": "enterprise"}}
+	if err := p.DecideToggle(ToggleRequest{Granter: admin, Tenant: Tenant{ID: "acme", SupportAccess: true}, Now: now}); err != nil {
+		t.Fatalf("ok/enterprise admin turns support on: %v", err)
+	}
+	free := Granter{Sub: "fred", Role: "admin", Claims: map[string]any{"plan": "free"}}
+	var d *Denied
+	if err := p.DecideToggle(ToggleRequest{Granter: free, Tenant: Tenant{ID: "f", SupportAccess: true}, Now: now}); !errors.As(err, &d) || d.Rule != "no-free-plans" {
+		t.Fatalf("fail/free plan toggles: %v", err)
+	}
+	// request.action tells grant from toggle: the admin-grant rule does not
+	// touch the toggle but denies the grant.
+	_, err = p.DecideGrant(GrantRequest{Granter: admin, Tenant: Tenant{ID: "acme", SupportAccess: true}, Role: "admin",
+		Environments: []string{"sandbox"}, Now: now})
+	if !errors.As(err, &d) || d.Rule != "no-admin-grants" {
+		t.Fatalf("fail/admin grant under the action rule: %v", err)
+	}
+}

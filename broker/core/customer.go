@@ -13,6 +13,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/actas/actas/broker/audit"
+	"github.com/actas/actas/policy"
 	"github.com/actas/actas/storage"
 )
 
@@ -167,6 +168,21 @@ func (s *Service) SetSupportAccess(ctx context.Context, cu *Customer, enabled bo
 		ChangedBy: cu.Sub, ChangedAt: s.now().UTC()}
 	if allowNonAdmin != nil {
 		next.AllowNonAdminGrants = *allowNonAdmin
+	}
+	if next.SupportEnabled {
+		// The rules govern turning access on, as they govern grants (a
+		// free-plan admin who may not grant may not open the door either).
+		err := s.policy.Load().DecideToggle(policy.ToggleRequest{
+			Granter: policy.Granter{Sub: cu.Sub, Role: cu.Role, Claims: cu.Claims},
+			Tenant:  policy.Tenant{ID: cu.Tenant, SupportAccess: true, AllowNonAdminGrants: next.AllowNonAdminGrants},
+			Now:     s.now(),
+		})
+		var pd *policy.Denied
+		if errors.As(err, &pd) {
+			s.appendAudit(ctx, s.event(cu.Actor(), cu.Tenant, audit.SupportEnable, cu.Tenant, audit.Denied,
+				map[string]any{"rule": pd.Rule, "reason": pd.Reason}))
+			return prev, 0, &Error{Kind: KindDenied, Message: pd.Reason, Rule: pd.Rule}
+		}
 	}
 	action := audit.SupportUpdate
 	switch {
