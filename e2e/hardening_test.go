@@ -314,3 +314,40 @@ func TestToggleGovernedByPolicy(t *testing.T) {
 		t.Fatal("the refused toggle is not in the audit log")
 	}
 }
+
+// Issue 14: with two customer issuers, a tenant belongs to the one whose
+// admin enabled it; the other's tokens for the same tenant id are refused.
+func TestTenantBoundToIssuer(t *testing.T) {
+	cust, cust2, sup := startIDP(t), startIDP(t), startIDP(t)
+	dir := t.TempDir()
+	listen := freePort(t)
+	cfg := writeConfig(t, dir, listen, "sqlite://"+filepath.Join(dir, "actas.db"), cust, sup, testPolicy)
+	b, _ := os.ReadFile(cfg)
+	second := fmt.Sprintf("  - issuer: %s\n    audience: actas\n    tenant_claim: org_id\n    role_claim: role\nclients:\n", cust2.m.Issuer())
+	os.WriteFile(cfg, []byte(strings.Replace(string(b), "clients:\n", second, 1)), 0o600)
+	f := &fixture{server: startServer(t, cfg, listen), cust: cust, sup: sup}
+
+	owner := f.admin(t, "acme")
+	f.enable(t, "acme", owner, false)
+	intruder := cust2.token(t, &testUser{Sub: "mallory", OrgID: "acme", Role: "admin", Plan: "enterprise", Email: "m@evil.example"})
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/api/v1/tenants/acme/support-access"},
+		{"GET", "/api/v1/tenants/acme/grants"},
+		{"POST", "/api/v1/tenants/acme/grants"},
+		{"PUT", "/api/v1/tenants/acme/support-access"},
+	} {
+		var body any
+		if c.method != "GET" {
+			body = map[string]any{"enabled": false, "role": "monitor", "environments": []string{"sandbox"}}
+		}
+		if r := f.api(t, c.method, c.path, intruder, body); r.status != 403 || r.str("error") != "tenant_bound" {
+			t.Fatalf("%s %s by another issuer's admin: %d %s", c.method, c.path, r.status, r.raw)
+		}
+	}
+	if r := f.api(t, "GET", "/api/v1/tenants/acme/support-access", owner, nil); r.body["enabled"] != true {
+		t.Fatalf("the tenant changed: %s", r.raw)
+	}
+	// The second issuer keeps its own tenants.
+	other := cust2.token(t, &testUser{Sub: "olga", OrgID: "globex", Role: "admin", Plan: "enterprise", Email: "o@globex.example"})
+	f.enable(t, "globex", other, false)
+}

@@ -34,6 +34,9 @@ type Tenant struct {
 	AllowNonAdminGrants bool
 	ChangedBy           string
 	ChangedAt           time.Time
+	// Issuer is the customer issuer whose admin first enabled the tenant
+	// ("" until then): only that issuer's tokens act for the tenant.
+	Issuer string
 }
 
 // Grant statuses as the API reports them.
@@ -368,6 +371,8 @@ type Store interface {
 	// every live grant of the tenant, its tokens and pending codes, one
 	// grantEnded event each (target and sub/act filled in), and returns how
 	// many grants it ended.
+	// A tenant bound to another issuer than t.Issuer is ErrConflict and
+	// changes nothing; an unbound tenant is bound to t.Issuer.
 	SetSupportAccess(ctx context.Context, t Tenant, ev, grantEnded AuditEvent) (int, error)
 
 	// CreateGrant stores g; ErrSupportOff if the tenant's support access is

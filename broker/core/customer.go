@@ -66,10 +66,35 @@ func (s *Service) AuthenticateCustomer(ctx context.Context, token string) (*Cust
 		return nil, coded(KindUnauthenticated, "unauthorized", fmt.Sprintf("the token lacks a valid %q or %q claim", ci.TenantClaim, ci.RoleClaim))
 	}
 	cu.Admin = s.policy.Load().IsGranter(cu.Role)
+	if err := s.checkTenantIssuer(ctx, cu); err != nil {
+		return nil, err
+	}
 	if cu.Admin && cu.Email != "" {
 		s.seeAdmin(ctx, cu)
 	}
 	return cu, nil
+}
+
+// errTenantBound refuses a token of one configured customer issuer for a
+// tenant another issuer enabled: with several customer_idps, a tenant id
+// is not a name any of them may claim.
+var errTenantBound = coded(KindForbidden, "tenant_bound",
+	"this tenant is bound to another identity provider: sign in with the one that enabled support access for it")
+
+// checkTenantIssuer refuses cu if its tenant is bound to another issuer.
+func (s *Service) checkTenantIssuer(ctx context.Context, cu *Customer) error {
+	if len(s.customers) < 2 {
+		return nil // one issuer: nothing else can claim the tenant
+	}
+	t, err := s.Tenant(ctx, cu.Tenant)
+	if err != nil {
+		return err
+	}
+	if t.Issuer != "" && t.Issuer != cu.Iss {
+		s.log.WarnContext(ctx, "customer token for a tenant bound to another issuer", "tenant", cu.Tenant, "issuer", cu.Iss, "bound_to", t.Issuer)
+		return errTenantBound
+	}
+	return nil
 }
 
 // seeAdmin records an admin's address from their own token (for
@@ -165,7 +190,7 @@ func (s *Service) SetSupportAccess(ctx context.Context, cu *Customer, enabled bo
 		return prev, 0, err
 	}
 	next := storage.Tenant{ID: cu.Tenant, SupportEnabled: enabled, AllowNonAdminGrants: prev.AllowNonAdminGrants,
-		ChangedBy: cu.Sub, ChangedAt: s.now().UTC()}
+		ChangedBy: cu.Sub, ChangedAt: s.now().UTC(), Issuer: cu.Iss}
 	if allowNonAdmin != nil {
 		next.AllowNonAdminGrants = *allowNonAdmin
 	}
@@ -197,6 +222,9 @@ func (s *Service) SetSupportAccess(ctx context.Context, cu *Customer, enabled bo
 	})
 	ended := s.event(cu.Actor(), cu.Tenant, audit.GrantRevoke, "", audit.Success, map[string]any{"reason": "support_access_disabled"})
 	n, err := s.store.SetSupportAccess(ctx, next, ev, ended)
+	if errors.Is(err, storage.ErrConflict) {
+		return prev, 0, errTenantBound
+	}
 	if err != nil {
 		return next, 0, unavailable(err)
 	}

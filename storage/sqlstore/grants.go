@@ -18,8 +18,8 @@ import (
 func (s *Store) Tenant(ctx context.Context, id string) (storage.Tenant, error) {
 	var t storage.Tenant
 	var at int64
-	err := s.read.QueryRowxContext(ctx, s.read.Rebind(`SELECT id, support_enabled, allow_non_admin_grants, changed_by, changed_at
-		FROM tenants WHERE id = ?`), id).Scan(&t.ID, &t.SupportEnabled, &t.AllowNonAdminGrants, &t.ChangedBy, &at)
+	err := s.read.QueryRowxContext(ctx, s.read.Rebind(`SELECT id, support_enabled, allow_non_admin_grants, changed_by, changed_at, issuer
+		FROM tenants WHERE id = ?`), id).Scan(&t.ID, &t.SupportEnabled, &t.AllowNonAdminGrants, &t.ChangedBy, &at, &t.Issuer)
 	if err != nil {
 		return storage.Tenant{}, s.mapErr(err)
 	}
@@ -33,13 +33,19 @@ func (s *Store) SetSupportAccess(ctx context.Context, t storage.Tenant, ev, gran
 	var ended int64
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
 		ended = 0
-		if _, err := s.exec(ctx, tx, `INSERT INTO tenants (id, support_enabled, allow_non_admin_grants, changed_by, changed_at)
-			VALUES (?, ?, ?, ?, ?)
+		n, err := s.exec(ctx, tx, `INSERT INTO tenants (id, support_enabled, allow_non_admin_grants, changed_by, changed_at, issuer)
+			VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET support_enabled = excluded.support_enabled,
 				allow_non_admin_grants = excluded.allow_non_admin_grants,
-				changed_by = excluded.changed_by, changed_at = excluded.changed_at`,
-			t.ID, t.SupportEnabled, t.AllowNonAdminGrants, t.ChangedBy, micro(t.ChangedAt)); err != nil {
+				changed_by = excluded.changed_by, changed_at = excluded.changed_at,
+				issuer = CASE WHEN tenants.issuer = '' THEN excluded.issuer ELSE tenants.issuer END
+			WHERE tenants.issuer = '' OR tenants.issuer = excluded.issuer`,
+			t.ID, t.SupportEnabled, t.AllowNonAdminGrants, t.ChangedBy, micro(t.ChangedAt), t.Issuer)
+		if err != nil {
 			return err
+		}
+		if n == 0 {
+			return storage.ErrConflict // bound to another issuer
 		}
 		if err := s.insertAudit(ctx, tx, ev); err != nil {
 			return err

@@ -246,6 +246,9 @@ var migrations = []migration{
 		)`,
 		`CREATE UNIQUE INDEX ssf_poll_jti ON ssf_poll (stream_id, jti)`,
 	}},
+	{14, "tenants bound to the customer issuer that enabled them", []string{
+		`ALTER TABLE tenants ADD COLUMN issuer TEXT NOT NULL DEFAULT ''`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

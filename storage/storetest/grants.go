@@ -27,6 +27,26 @@ func testTenantToggle(t *testing.T, s storage.Store) {
 	if !tn.AllowNonAdminGrants || tn.ChangedBy != "b" {
 		t.Fatalf("update not stored: %+v", tn)
 	}
+
+	// The first issuer to set a tenant binds it; another is refused and
+	// changes nothing, audit included.
+	bind := func(iss string, on bool) error {
+		_, err := s.SetSupportAccess(ctx, storage.Tenant{ID: "bound", SupportEnabled: on, ChangedBy: "x", ChangedAt: t0, Issuer: iss},
+			ev("bound", "support_access.enable"), ev("bound", "grant.revoke"))
+		return err
+	}
+	if err := bind("https://idp-a", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := bind("https://idp-b", false); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("another issuer: %v, want ErrConflict", err)
+	}
+	if tn, _ := s.Tenant(ctx, "bound"); !tn.SupportEnabled || tn.Issuer != "https://idp-a" || auditCount(t, s, "bound", "support_access.enable") != 1 {
+		t.Fatalf("after a refused toggle: %+v", tn)
+	}
+	if err := bind("https://idp-a", false); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func testGrantRequiresSupport(t *testing.T, s storage.Store) {
