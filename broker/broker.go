@@ -21,6 +21,7 @@ import (
 	"github.com/actas/actas/broker/notify"
 	"github.com/actas/actas/broker/oauth"
 	"github.com/actas/actas/broker/ops"
+	"github.com/actas/actas/broker/scim"
 	"github.com/actas/actas/broker/secrets"
 	"github.com/actas/actas/broker/signals"
 	"github.com/actas/actas/broker/ssf"
@@ -136,6 +137,7 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	api.New(s.core, c.Secrets, log).Mount(r)
 	hooks.New(s.core, op.TicketHook, log).Mount(r)
 	ssf.New(s.core, log).Mount(r)
+	scim.New(s.core, log).Mount(r)
 	o := ops.New(c.Store, c.Registry, log, func() (map[string]any, bool) {
 		return map[string]any{"policy_sha256": s.core.Policy().SHA256, "signing_key": s.keys.KeySet().SigningKeyID()}, !s.draining.Load()
 	})

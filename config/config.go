@@ -112,6 +112,9 @@ type CustomerIDP struct {
 	Audience    string `yaml:"audience"`
 	TenantClaim string `yaml:"tenant_claim"`
 	RoleClaim   string `yaml:"role_claim"`
+	// SCIMSubject is the SCIM attribute equal to sub in this issuer's
+	// tokens: externalId (default) or userName.
+	SCIMSubject string `yaml:"scim_subject"`
 }
 
 // Client is a registered OAuth client (a product). A client without
@@ -377,6 +380,9 @@ func (c *Config) validateIdPs(p *problems, getenv func(string) string) {
 		}
 		if idp.RoleClaim == "" {
 			p.add(key+".role_claim", "required")
+		}
+		if idp.SCIMSubject != "" && idp.SCIMSubject != "externalId" && idp.SCIMSubject != "userName" {
+			p.add(key+".scim_subject", "must be externalId or userName, got %q", idp.SCIMSubject)
 		}
 	}
 }

@@ -405,6 +405,9 @@ func (p *Policy) capByTier(role string, groups []string, trail *[]string) string
 	return role
 }
 
+// KnowsRole says whether role is one of the policy's roles.
+func (p *Policy) KnowsRole(role string) bool { return p.rank(role) >= 0 }
+
 // RoleAtMost reports whether role a ranks at or below role b.
 func (p *Policy) RoleAtMost(a, b string) bool {
 	ra, rb := p.rank(a), p.rank(b)

@@ -46,6 +46,7 @@ type grantsSpec struct {
 	MaxTTL       *strictyaml.Duration `yaml:"max_ttl"`
 	GranterRoles []string             `yaml:"granter_roles"`
 	Code         codeSpec             `yaml:"code"`
+	OnDemotion   string               `yaml:"on_granter_demotion"`
 }
 
 type codeSpec struct {
@@ -90,12 +91,16 @@ type Policy struct {
 	DefaultTTL   time.Duration
 	MaxTTL       time.Duration
 	granterRoles map[string]bool
-	Code         CodeSettings
-	environments map[string]Environment
-	Engineers    EngineerRules
-	AccessTTL    time.Duration
-	RefreshTTL   time.Duration
-	rules        []*rule
+	// EndOnDemotion: when the directory (or a fresh token) shows a
+	// granter's role lowered, end their grants above the new role instead
+	// of capping them to it.
+	EndOnDemotion bool
+	Code          CodeSettings
+	environments  map[string]Environment
+	Engineers     EngineerRules
+	AccessTTL     time.Duration
+	RefreshTTL    time.Duration
+	rules         []*rule
 	// SeverityMaxTTL caps a ticket-bound grant's lifetime by the ticket's
 	// severity (S1..S4).
 	SeverityMaxTTL map[string]time.Duration
@@ -353,6 +358,13 @@ func (b *builder) grants(f *file, pol *Policy) {
 		}
 		pol.granterRoles[r] = true
 	}
+	switch f.Grants.OnDemotion {
+	case "", "cap":
+	case "end":
+		pol.EndOnDemotion = true
+	default:
+		b.fail(p("grants", "on_granter_demotion"), "on_granter_demotion must be cap or end, got %q", f.Grants.OnDemotion)
+	}
 	pol.Code = CodeSettings{Length: defaultCodeLength, MaxFailures: defaultMaxFailures}
 	if l := f.Grants.Code.Length; l != nil {
 		if *l < 6 || *l > 12 {
@@ -517,4 +529,17 @@ func (p *Policy) rank(role string) int {
 		return i
 	}
 	return -1
+}
+
+// RolesAbove lists the roles ranked above role, lowest first; every role
+// when the policy does not know role.
+func (p *Policy) RolesAbove(role string) []string {
+	r := p.rank(role)
+	var out []string
+	for i, ro := range p.roles {
+		if i > r {
+			out = append(out, ro.Name)
+		}
+	}
+	return out
 }

@@ -469,6 +469,7 @@ type Store interface {
 	RotateKeys(ctx context.Context, p RotateParams) error
 
 	StreamStore
+	DirectoryStore
 
 	// UseProof records a DPoP proof identifier until expires; ErrAlreadyExists
 	// if it was recorded before and has not expired (a replay), whichever

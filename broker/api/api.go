@@ -42,6 +42,21 @@ func (h *Handler) Mount(r *mux.Router) {
 	r.Handle(t+"/audit", h.serve(h.listAudit)).Methods(http.MethodGet)
 	r.Handle(t+"/notifications", h.serve(h.getNotifications)).Methods(http.MethodGet)
 	r.Handle(t+"/notifications", h.serve(h.putNotifications)).Methods(http.MethodPut)
+	r.Handle(t+"/scim-tokens", h.serve(h.createSCIMToken)).Methods(http.MethodPost)
+	r.Handle(t+"/scim-tokens/{id}", h.serve(h.deleteSCIMToken)).Methods(http.MethodDelete)
+}
+
+// createSCIMToken makes the tenant's directory bearer, shown this once.
+func (h *Handler) createSCIMToken(r *http.Request, cu *core.Customer) (int, any, error) {
+	id, tok, err := h.core.CreateSCIMToken(r.Context(), cu)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusCreated, map[string]string{"id": id, "token": tok}, nil
+}
+
+func (h *Handler) deleteSCIMToken(r *http.Request, cu *core.Customer) (int, any, error) {
+	return http.StatusNoContent, nil, h.core.RevokeSCIMToken(r.Context(), cu, mux.Vars(r)["id"])
 }
 
 var errUnauthorized = &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "a valid bearer token from a configured customer issuer is required"}

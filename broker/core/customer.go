@@ -69,6 +69,9 @@ func (s *Service) AuthenticateCustomer(ctx context.Context, token string) (*Cust
 	if err := s.checkTenantIssuer(ctx, cu); err != nil {
 		return nil, err
 	}
+	if err := s.noteRole(ctx, cu); err != nil {
+		return nil, err
+	}
 	if cu.Admin && cu.Email != "" {
 		s.seeAdmin(ctx, cu)
 	}

@@ -72,6 +72,10 @@ func (s Keys) CodeHash(tenant, code string) []byte { return MAC(s.code, tenant, 
 // RefreshHash is the stored form of a refresh token.
 func (s Keys) RefreshHash(token string) []byte { return MAC(s.refresh, token) }
 
+// SCIMHash is what storage keeps of a SCIM bearer (the refresh key, in
+// its own length-prefixed domain).
+func (s Keys) SCIMHash(token string) []byte { return MAC(s.refresh, "scim-bearer", token) }
+
 // SealCursor makes an opaque, tamper-proof page cursor carrying pos and
 // bound to scope (the tenant and the list it pages), so a cursor is good
 // only for the list and tenant it came from.

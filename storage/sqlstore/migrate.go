@@ -249,6 +249,40 @@ var migrations = []migration{
 	{14, "tenants bound to the customer issuer that enabled them", []string{
 		`ALTER TABLE tenants ADD COLUMN issuer TEXT NOT NULL DEFAULT ''`,
 	}},
+	{15, "directory: SCIM users and tokens, known roles", []string{
+		`CREATE TABLE scim_tokens (
+			id TEXT PRIMARY KEY,
+			tenant_id TEXT NOT NULL,
+			issuer TEXT NOT NULL,
+			hash {{BLOB}} NOT NULL UNIQUE,
+			created_by TEXT NOT NULL,
+			created_at BIGINT NOT NULL
+		)`,
+		`CREATE TABLE directory_users (
+			tenant_id TEXT NOT NULL,
+			id TEXT NOT NULL,
+			user_name TEXT NOT NULL,
+			external_id TEXT NOT NULL,
+			subject TEXT NOT NULL,
+			issuer TEXT NOT NULL,
+			display_name TEXT NOT NULL,
+			active BOOLEAN NOT NULL,
+			role TEXT NOT NULL,
+			emails TEXT NOT NULL,
+			created_at BIGINT NOT NULL,
+			updated_at BIGINT NOT NULL,
+			PRIMARY KEY (tenant_id, id)
+		)`,
+		`CREATE UNIQUE INDEX directory_users_name ON directory_users (tenant_id, user_name)`,
+		`CREATE TABLE customer_roles (
+			tenant_id TEXT NOT NULL,
+			sub TEXT NOT NULL,
+			iss TEXT NOT NULL,
+			role TEXT NOT NULL,
+			updated_at BIGINT NOT NULL,
+			PRIMARY KEY (tenant_id, sub, iss)
+		)`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.
