@@ -271,6 +271,7 @@ func (s *Server) maintain(ctx context.Context) {
 			s.core.RecordExpiries(ctx)
 			s.core.MaybeRetain(ctx)
 			s.core.PruneProofs(ctx)
+			s.core.ExpireApprovals(ctx)
 		}
 	}
 }

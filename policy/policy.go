@@ -30,6 +30,7 @@ type file struct {
 	Tokens           tokensSpec         `yaml:"tokens"`
 	Tickets          ticketsSpec        `yaml:"tickets"`
 	Rules            []ruleSpec         `yaml:"rules"`
+	Approval         []approvalSpec     `yaml:"approval"`
 }
 
 type ticketsSpec struct {
@@ -101,6 +102,7 @@ type Policy struct {
 	AccessTTL     time.Duration
 	RefreshTTL    time.Duration
 	rules         []*rule
+	approvals     []*approvalRule
 	// SeverityMaxTTL caps a ticket-bound grant's lifetime by the ticket's
 	// severity (S1..S4).
 	SeverityMaxTTL map[string]time.Duration
@@ -306,6 +308,7 @@ func (b *builder) build(f *file) *Policy {
 	b.tokens(f, pol)
 	b.tickets(f, pol)
 	b.rules(f, pol)
+	b.approvals(f, pol)
 	return pol
 }
 

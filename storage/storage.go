@@ -45,6 +45,8 @@ const (
 	StatusActive  = "active"  // redeemed, in use
 	StatusRevoked = "revoked"
 	StatusExpired = "expired"
+	// StatusAwaiting: the policy wants other admins to approve; no code yet.
+	StatusAwaiting = "awaiting_approval"
 )
 
 // Grant is one customer user's grant of access to the support team.
@@ -75,7 +77,16 @@ type Grant struct {
 	RevokedAt      time.Time // zero: not revoked
 	RevokedBy      string
 	RevokeReason   string
+	// Approval (policy approval:): the rule, how many other admins must
+	// approve, by when; ApprovedAt is zero until they have.
+	ApprovalRule     string
+	ApprovalsNeeded  int
+	ApprovalDeadline time.Time
+	ApprovedAt       time.Time
 }
+
+// Awaiting reports whether the grant still waits for approval.
+func (g *Grant) Awaiting() bool { return g.ApprovalsNeeded > 0 && g.ApprovedAt.IsZero() }
 
 // Status derives the grant's status at now.
 func (g *Grant) Status(now time.Time) string {
@@ -84,6 +95,10 @@ func (g *Grant) Status(now time.Time) string {
 		return StatusRevoked
 	case !now.Before(g.ExpiresAt):
 		return StatusExpired
+	case g.Awaiting() && !now.Before(g.ApprovalDeadline):
+		return StatusExpired
+	case g.Awaiting():
+		return StatusAwaiting
 	case g.RedeemedAt.IsZero() && !now.Before(g.CodeExpiresAt):
 		return StatusExpired
 	case g.RedeemedAt.IsZero():
@@ -182,10 +197,15 @@ const (
 	NotifyGrantRedeemed   = "grant_redeemed"
 	NotifyGrantTerminated = "grant_terminated"
 	NotifyGrantExpired    = "grant_expired"
+	// NotifyApprovalRequested goes to admins: a grant waits for them.
+	NotifyApprovalRequested = "approval_requested"
+	// NotifyApprovalDecided goes to the granter alone: approved, refused
+	// or timed out. It is not a group setting.
+	NotifyApprovalDecided = "approval_decided"
 )
 
 // NotifyKinds lists every kind, for validation.
-var NotifyKinds = []string{NotifyToggle, NotifyLockout, NotifyGrantCreated, NotifyGrantRedeemed, NotifyGrantTerminated, NotifyGrantExpired}
+var NotifyKinds = []string{NotifyToggle, NotifyLockout, NotifyGrantCreated, NotifyGrantRedeemed, NotifyGrantTerminated, NotifyGrantExpired, NotifyApprovalRequested}
 
 // Recipient groups of notifications.
 const (
@@ -197,7 +217,7 @@ const (
 // DefaultNotifyKinds is what each group receives when a tenant has set
 // nothing. Toggles always reach every admin, whatever the settings.
 func DefaultNotifyKinds() map[string][]string {
-	return map[string][]string{ToAdmins: {NotifyToggle, NotifyLockout}, ToEmails: {NotifyToggle, NotifyLockout}, ToWebhook: {NotifyToggle, NotifyLockout}}
+	return map[string][]string{ToAdmins: {NotifyToggle, NotifyLockout, NotifyApprovalRequested}, ToEmails: {NotifyToggle, NotifyLockout}, ToWebhook: {NotifyToggle, NotifyLockout}}
 }
 
 // NotificationSettings say which kinds a tenant's admins and extra
@@ -470,6 +490,23 @@ type Store interface {
 
 	StreamStore
 	DirectoryStore
+
+	// ApproveGrant records approver's approval of a grant awaiting it and,
+	// once needed approvals are in, approves it (code redeemable until
+	// codeExpires); ErrConflict if the grant does not await approval,
+	// ErrNotFound if there is none. It returns whether this approval
+	// completed it; ev is written for each new approver (its notification
+	// only for the completing one), nothing for a repeated one.
+	ApproveGrant(ctx context.Context, tenantID, id, approver string, now, codeExpires time.Time, ev AuditEvent) (bool, error)
+	// IssueApprovedCode stores the code hash of an approved grant, once;
+	// ErrConflict if it was issued before or the grant is not approved.
+	IssueApprovedCode(ctx context.Context, tenantID, id string, codeHash []byte, now time.Time, ev AuditEvent) error
+	// EndAwaiting ends a grant still awaiting approval (a refusal);
+	// ErrConflict if it does not await approval.
+	EndAwaiting(ctx context.Context, tenantID, id, by, reason string, now time.Time, ev AuditEvent) error
+	// ExpireApprovals ends up to limit grants whose approval did not come
+	// in time, one ev each, and returns how many.
+	ExpireApprovals(ctx context.Context, now time.Time, limit int, ev AuditEvent) (int, error)
 
 	// UseProof records a DPoP proof identifier until expires; ErrAlreadyExists
 	// if it was recorded before and has not expired (a replay), whichever

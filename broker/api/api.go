@@ -42,8 +42,36 @@ func (h *Handler) Mount(r *mux.Router) {
 	r.Handle(t+"/audit", h.serve(h.listAudit)).Methods(http.MethodGet)
 	r.Handle(t+"/notifications", h.serve(h.getNotifications)).Methods(http.MethodGet)
 	r.Handle(t+"/notifications", h.serve(h.putNotifications)).Methods(http.MethodPut)
+	r.Handle(t+"/grants/{id}/approve", h.serve(h.approveGrant)).Methods(http.MethodPost)
+	r.Handle(t+"/grants/{id}/deny", h.serve(h.denyGrant)).Methods(http.MethodPost)
+	r.Handle(t+"/grants/{id}/code", h.serve(h.fetchCode)).Methods(http.MethodPost)
 	r.Handle(t+"/scim-tokens", h.serve(h.createSCIMToken)).Methods(http.MethodPost)
 	r.Handle(t+"/scim-tokens/{id}", h.serve(h.deleteSCIMToken)).Methods(http.MethodDelete)
+}
+
+func (h *Handler) approveGrant(r *http.Request, cu *core.Customer) (int, any, error) {
+	g, err := h.core.ApproveGrant(r.Context(), cu, mux.Vars(r)["id"])
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"grant": toGrantJSON(g, h.core.Now())}, nil
+}
+
+func (h *Handler) denyGrant(r *http.Request, cu *core.Customer) (int, any, error) {
+	g, err := h.core.DenyGrant(r.Context(), cu, mux.Vars(r)["id"])
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"grant": toGrantJSON(g, h.core.Now())}, nil
+}
+
+// fetchCode gives the granter their approved grant's code, once.
+func (h *Handler) fetchCode(r *http.Request, cu *core.Customer) (int, any, error) {
+	code, err := h.core.FetchCode(r.Context(), cu, mux.Vars(r)["id"])
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]string{"code": code}, nil
 }
 
 // createSCIMToken makes the tenant's directory bearer, shown this once.

@@ -86,6 +86,14 @@ type grantJSON struct {
 	RevokedAt    *time.Time    `json:"revoked_at,omitempty"`
 	RevokedBy    string        `json:"revoked_by,omitempty"`
 	RevokeReason string        `json:"revoke_reason,omitempty"`
+	Approval     *approvalJSON `json:"approval,omitempty"`
+}
+
+type approvalJSON struct {
+	Rule       string     `json:"rule"`
+	Approvers  int        `json:"approvers"`
+	Deadline   time.Time  `json:"deadline"`
+	ApprovedAt *time.Time `json:"approved_at,omitempty"`
 }
 
 func toGrantJSON(g storage.Grant, now time.Time) grantJSON {
@@ -100,6 +108,13 @@ func toGrantJSON(g storage.Grant, now time.Time) grantJSON {
 	if !g.RevokedAt.IsZero() {
 		at := g.RevokedAt.UTC()
 		out.RevokedAt = &at
+	}
+	if g.ApprovalsNeeded > 0 {
+		out.Approval = &approvalJSON{Rule: g.ApprovalRule, Approvers: g.ApprovalsNeeded, Deadline: g.ApprovalDeadline.UTC()}
+		if !g.ApprovedAt.IsZero() {
+			at := g.ApprovedAt.UTC()
+			out.Approval.ApprovedAt = &at
+		}
 	}
 	return out
 }
@@ -136,7 +151,11 @@ func (h *Handler) createGrant(r *http.Request, cu *core.Customer) (int, any, err
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusCreated, map[string]any{"grant": toGrantJSON(g, g.CreatedAt), "code": code}, nil
+	out := map[string]any{"grant": toGrantJSON(g, g.CreatedAt)}
+	if code != "" { // none while the grant awaits approval
+		out["code"] = code
+	}
+	return http.StatusCreated, out, nil
 }
 
 func (h *Handler) listGrants(r *http.Request, cu *core.Customer) (int, any, error) {

@@ -40,6 +40,8 @@ const (
 	KeyCreate           = "key.create"
 	KeyRotate           = "key.rotate"
 	GrantCap            = "grant.cap"
+	GrantApprove        = "grant.approve"
+	GrantCodeIssue      = "grant.code_issue"
 	SCIMTokenCreate     = "scim_token.create"
 	SCIMTokenRevoke     = "scim_token.revoke"
 	DirectoryUserPut    = "directory.user.put"

@@ -147,14 +147,31 @@ func (s *Service) CreateGrant(ctx context.Context, cu *Customer, r GrantRequest)
 	if g.ExpiresAt.Before(g.CodeExpiresAt) {
 		g.CodeExpiresAt = g.ExpiresAt
 	}
-	ev := s.event(cu.Actor(), cu.Tenant, audit.GrantCreate, g.ID, audit.Success, map[string]any{
+	detail := map[string]any{
 		"role": g.Role, "environments": g.Environments, "resources": g.Resources, "ticket": GrantTicket(g),
 		"expires_at": g.ExpiresAt.Format(time.RFC3339), "code_expires_at": g.CodeExpiresAt.Format(time.RFC3339),
-	})
+	}
+	ap := pol.NeedsApproval(policy.GrantRequest{Granter: policy.Granter{Sub: cu.Sub, Role: cu.Role, Claims: cu.Claims},
+		Tenant: policy.Tenant{ID: t.ID, SupportAccess: true, AllowNonAdminGrants: t.AllowNonAdminGrants},
+		Ticket: r.Ticket.ID, Tick: policy.Ticket{System: r.Ticket.System, Severity: r.Ticket.Severity}, Now: now}, d)
+	if ap != nil {
+		// No code until other admins approve (policy approval:).
+		g.ApprovalRule, g.ApprovalsNeeded = ap.Rule, ap.Approvers
+		g.ApprovalDeadline = earliest(now.Add(ap.Within), g.ExpiresAt)
+		g.CodeExpiresAt = time.Time{}
+		detail["approval"] = map[string]any{"rule": ap.Rule, "approvers": ap.Approvers, "deadline": g.ApprovalDeadline.Format(time.RFC3339)}
+		delete(detail, "code_expires_at")
+	}
+	ev := s.event(cu.Actor(), cu.Tenant, audit.GrantCreate, g.ID, audit.Success, detail)
+	if ap != nil {
+		ev.Notify = storage.NotifyApprovalRequested
+	}
 	var code string
 	for attempt := 0; ; attempt++ {
-		code = newCode(pol.Code.Length)
-		g.CodeHash = s.secrets.CodeHash(cu.Tenant, code)
+		if ap == nil {
+			code = newCode(pol.Code.Length)
+			g.CodeHash = s.secrets.CodeHash(cu.Tenant, code)
+		}
 		err = s.store.CreateGrant(ctx, g, ev)
 		if !errors.Is(err, storage.ErrAlreadyExists) || attempt == 8 {
 			break

@@ -191,12 +191,14 @@ func (w *Worker) deliver(ctx context.Context, m storage.OutboxMessage) {
 }
 
 var kindTitles = map[string]string{
-	storage.NotifyToggle:          "support access changed",
-	storage.NotifyLockout:         "support codes voided after too many failed attempts",
-	storage.NotifyGrantCreated:    "support access granted",
-	storage.NotifyGrantRedeemed:   "a support engineer redeemed a grant",
-	storage.NotifyGrantTerminated: "a support grant ended",
-	storage.NotifyGrantExpired:    "a support grant expired",
+	storage.NotifyToggle:            "support access changed",
+	storage.NotifyLockout:           "support codes voided after too many failed attempts",
+	storage.NotifyGrantCreated:      "support access granted",
+	storage.NotifyGrantRedeemed:     "a support engineer redeemed a grant",
+	storage.NotifyGrantTerminated:   "a support grant ended",
+	storage.NotifyGrantExpired:      "a support grant expired",
+	storage.NotifyApprovalRequested: "a support grant awaits your approval",
+	storage.NotifyApprovalDecided:   "your support grant was approved, refused or timed out",
 }
 
 // Render returns a notice's mail subject and body: what changed, when, and

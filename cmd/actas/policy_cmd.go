@@ -32,8 +32,12 @@ func policyCheck(_ context.Context, args []string, stdout, stderr io.Writer) err
 			continue
 		}
 		roles := p.Roles()
-		fmt.Fprintf(stdout, "%s: ok: %d roles, %d environments, %d rules, max_ttl %s, sha256 %s\n",
-			path, len(roles), len(p.EnvironmentNames()), p.RuleCount(), fmtDuration(p.MaxTTL), p.SHA256[:12])
+		approvals := ""
+		if n := p.ApprovalCount(); n > 0 {
+			approvals = fmt.Sprintf(", %d approval rules", n)
+		}
+		fmt.Fprintf(stdout, "%s: ok: %d roles, %d environments, %d rules%s, max_ttl %s, sha256 %s\n",
+			path, len(roles), len(p.EnvironmentNames()), p.RuleCount(), approvals, fmtDuration(p.MaxTTL), p.SHA256[:12])
 	}
 	if failed {
 		return exitError{1}

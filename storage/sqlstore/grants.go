@@ -143,11 +143,12 @@ func (s *Store) CreateGrant(ctx context.Context, g storage.Grant, ev storage.Aud
 			claims = "{}"
 		}
 		if _, err := s.exec(ctx, tx, `INSERT INTO grants (id, tenant_id, role, environments, resources, ticket, ticket_system, ticket_severity,
-			granted_by, granted_by_iss, granter_role, granter_claims, created_at, expires_at, code_hash, code_expires_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			granted_by, granted_by_iss, granter_role, granter_claims, created_at, expires_at, code_hash, code_expires_at,
+			approval_rule, approvals_needed, approval_deadline)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			g.ID, g.TenantID, g.Role, jsonList(g.Environments), jsonList(g.Resources), g.Ticket, g.TicketSystem, g.TicketSeverity,
 			g.GrantedBy, g.GrantedByIss, g.GranterRole, claims, micro(g.CreatedAt), micro(g.ExpiresAt),
-			g.CodeHash, micro(g.CodeExpiresAt)); err != nil {
+			g.CodeHash, micro(g.CodeExpiresAt), g.ApprovalRule, g.ApprovalsNeeded, nullMicro(g.ApprovalDeadline)); err != nil {
 			return err
 		}
 		return s.insertAudit(ctx, tx, ev)
@@ -157,7 +158,8 @@ func (s *Store) CreateGrant(ctx context.Context, g storage.Grant, ev storage.Aud
 const grantCols = `g.id, g.tenant_id, g.role, g.environments, g.resources, g.ticket, g.granted_by, g.granted_by_iss,
 	g.granter_role, g.granter_claims, g.created_at, g.expires_at, g.code_hash, g.code_expires_at, g.redeemed_at,
 	g.engineer_sub, g.engineer_iss, g.engineer_email, g.revoked_at, g.revoked_by, g.revoke_reason,
-	g.engineer_groups, g.engineer_mfa, g.engineer_claims, g.ticket_system, g.ticket_severity`
+	g.engineer_groups, g.engineer_mfa, g.engineer_claims, g.ticket_system, g.ticket_severity,
+	g.approval_rule, g.approvals_needed, g.approval_deadline, g.approved_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -166,11 +168,12 @@ type scanner interface{ Scan(dest ...any) error }
 func grantDest(g *storage.Grant) ([]any, func() error) {
 	var envs, res, claims, engGroups, engClaims string
 	var created, expires, codeExp int64
-	var redeemed, revoked sql.NullInt64
+	var redeemed, revoked, deadline, approved sql.NullInt64
 	dest := []any{&g.ID, &g.TenantID, &g.Role, &envs, &res, &g.Ticket, &g.GrantedBy, &g.GrantedByIss,
 		&g.GranterRole, &claims, &created, &expires, &g.CodeHash, &codeExp, &redeemed,
 		&g.EngineerSub, &g.EngineerIss, &g.EngineerEmail, &revoked, &g.RevokedBy, &g.RevokeReason,
-		&engGroups, &g.EngineerMFA, &engClaims, &g.TicketSystem, &g.TicketSeverity}
+		&engGroups, &g.EngineerMFA, &engClaims, &g.TicketSystem, &g.TicketSeverity,
+		&g.ApprovalRule, &g.ApprovalsNeeded, &deadline, &approved}
 	return dest, func() error {
 		var err error
 		if g.EngineerGroups, err = parseList(engGroups); err != nil {
@@ -186,6 +189,7 @@ func grantDest(g *storage.Grant) ([]any, func() error) {
 		g.GranterClaims = []byte(claims)
 		g.CreatedAt, g.ExpiresAt, g.CodeExpiresAt = fromMicro(created), fromMicro(expires), fromMicro(codeExp)
 		g.RedeemedAt, g.RevokedAt = fromNull(redeemed), fromNull(revoked)
+		g.ApprovalDeadline, g.ApprovedAt = fromNull(deadline), fromNull(approved)
 		return nil
 	}
 }

@@ -283,6 +283,20 @@ var migrations = []migration{
 			PRIMARY KEY (tenant_id, sub, iss)
 		)`,
 	}},
+	{16, "two-person approval of grants", []string{
+		`ALTER TABLE grants ADD COLUMN approval_rule TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE grants ADD COLUMN approvals_needed INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE grants ADD COLUMN approval_deadline BIGINT`,
+		`ALTER TABLE grants ADD COLUMN approved_at BIGINT`,
+		`ALTER TABLE grants ADD COLUMN code_issued BOOLEAN NOT NULL DEFAULT FALSE`,
+		`CREATE INDEX grants_awaiting ON grants (approval_deadline) WHERE approvals_needed > 0 AND approved_at IS NULL AND revoked_at IS NULL`,
+		`CREATE TABLE grant_approvals (
+			grant_id TEXT NOT NULL,
+			approver TEXT NOT NULL,
+			at BIGINT NOT NULL,
+			PRIMARY KEY (grant_id, approver)
+		)`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

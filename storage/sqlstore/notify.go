@@ -67,6 +67,9 @@ func (s *Store) enqueue(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent
 	if kind == "" || ev.TenantID == "" {
 		return nil
 	}
+	if kind == storage.NotifyApprovalDecided {
+		return s.enqueueGranter(ctx, tx, ev, eventID)
+	}
 	n := storage.NotificationSettings{Kinds: storage.DefaultNotifyKinds()}
 	var emails, kinds string
 	err := s.queryRow(ctx, tx, `SELECT emails, webhook_url, kinds FROM notification_settings WHERE tenant_id = ?`, ev.TenantID).Scan(&emails, &n.WebhookURL, &kinds)
@@ -237,4 +240,39 @@ func parseKinds(s string) (map[string][]string, error) {
 		return nil, fmt.Errorf("%w: corrupt notification kinds: %v", storage.ErrUnavailable, err)
 	}
 	return k, nil
+}
+
+// enqueueGranter tells a grant's granter (the email claim of their token
+// when they granted) about the grant, whatever the tenant's settings: it
+// is their own request.
+func (s *Store) enqueueGranter(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent, eventID int64) error {
+	var claims string
+	err := s.queryRow(ctx, tx, `SELECT granter_claims FROM grants WHERE tenant_id = ? AND id = ?`, ev.TenantID, ev.Target).Scan(&claims)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return s.mapErr(err)
+	}
+	var c struct {
+		Email string `json:"email"`
+	}
+	if json.Unmarshal([]byte(claims), &c) != nil || c.Email == "" {
+		return nil
+	}
+	payload, _ := json.Marshal(storage.Notice{Kind: ev.Notify, Tenant: ev.TenantID, EventID: eventID, Seq: ev.Seq, Time: ev.Time.UTC(),
+		Action: ev.Action, ActorType: ev.ActorType, ActorID: ev.ActorID, Target: ev.Target, Detail: json.RawMessage(orNull(ev.Detail))})
+	if _, err := s.exec(ctx, tx, `INSERT INTO outbox (tenant_id, kind, channel, destination, payload, next_attempt_at, created_at)
+		VALUES (?, ?, 'email', ?, ?, ?, ?)`, ev.TenantID, ev.Notify, c.Email, string(payload), micro(ev.Time), micro(ev.Time)); err != nil {
+		return err
+	}
+	s.queued(tx)
+	return nil
+}
+
+func orNull(b []byte) []byte {
+	if len(b) == 0 {
+		return []byte("null")
+	}
+	return b
 }

@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store, auditKey []byte) {
 		{"dpop/proof once across writers, again after expiry", testProofReplay},
 		{"ssf/streams, held and polled signals", testStreams},
 		{"directory/users, tokens and the live ceiling", testDirectory},
+		{"approval/distinct approvers, code once, refusal and timeout", testApproval},
 		{"audit/chain under concurrent writers", func(t *testing.T, s storage.Store) { testChainConcurrency(t, s, auditKey) }},
 	}
 	for _, tc := range tests {
