@@ -158,6 +158,9 @@ func TestSCIMDirectory(t *testing.T) {
 	if f.active(t, at) {
 		t.Fatal("the token of a deactivated granter's grant is still active")
 	}
+	if r := f.api(t, "GET", "/api/v1/tenants/acme/grants", ada, nil); r.status != 401 {
+		t.Fatalf("a deactivated user's still-valid token acts for the tenant: %d %s", r.status, r.raw)
+	}
 	// Deleting carol removes her admin address; Entra's "False" string
 	// for active is understood.
 	if st, _ := f.scim(t, "PATCH", "/Users/"+carol["id"].(string), tok, map[string]any{
@@ -179,8 +182,9 @@ func TestSCIMDirectory(t *testing.T) {
 	if st, e := f.scim(t, "GET", `/Users?filter=emails+co+"x"`, tok, nil); st != 400 || e["scimType"] != "invalidFilter" {
 		t.Fatalf("unsupported filter: %d %v", st, e)
 	}
-	// Revoked SCIM tokens stop working.
-	if r := f.api(t, "DELETE", "/api/v1/tenants/acme/scim-tokens/"+r.str("id"), f.admin(t, "acme"), nil); r.status != 204 {
+	// Revoked SCIM tokens stop working (bob, another admin, revokes it).
+	bob := f.cust.token(t, &testUser{Sub: "bob", OrgID: "acme", Role: "admin", Plan: "enterprise", Email: "bob@acme.example"})
+	if r := f.api(t, "DELETE", "/api/v1/tenants/acme/scim-tokens/"+r.str("id"), bob, nil); r.status != 204 {
 		t.Fatalf("revoke scim token: %d %s", r.status, r.raw)
 	}
 	if st, _ := f.scim(t, "GET", "/Users", tok, nil); st != 401 {

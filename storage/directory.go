@@ -48,6 +48,10 @@ type RoleChange struct {
 	GrantEvent         AuditEvent // one per ended or capped grant (target, sub, act filled in)
 }
 
+// RoleInactive is the known role of a user the directory deactivated or
+// deleted: their tokens no longer act for the tenant.
+const RoleInactive = "!inactive"
+
 // DirectoryStore is the directory part of Store.
 type DirectoryStore interface {
 	CreateSCIMToken(ctx context.Context, t SCIMToken, ev AuditEvent) error

@@ -168,7 +168,7 @@ func (s *Service) roleChange(tenant, sub, iss, role string, active bool, emails 
 	by := audit.Actor{Type: storage.ActorSystem, ID: source}
 	switch {
 	case !active:
-		ch.EndAll, ch.Role, ch.Reason = true, "", source+": user deactivated or removed"
+		ch.EndAll, ch.Role, ch.Reason = true, storage.RoleInactive, source+": user deactivated or removed"
 		ch.GrantEvent = s.event(by, tenant, audit.GrantRevoke, "", audit.Success, map[string]any{"reason": ch.Reason})
 		return ch
 	case !pol.KnowsRole(role):
@@ -200,6 +200,11 @@ func (s *Service) noteRole(ctx context.Context, cu *Customer) error {
 	}
 	if known == cu.Role {
 		return nil
+	}
+	if known == storage.RoleInactive {
+		// The directory deactivated or removed this user: a token their
+		// IdP issued before does not act for the tenant any more.
+		return coded(KindUnauthenticated, "unauthorized", "your account is deactivated in your organisation's directory")
 	}
 	pol := s.policy.Load()
 	var emails []string
