@@ -71,11 +71,7 @@ func TestPolicyHotReload(t *testing.T) {
 
 	// Tighten: a new deny rule for manage on production, and L1-style
 	// tier for everyone in "support" capping at manage.
-	tightened := strings.Replace(testPolicy, "rules:\n", `rules:
-  - name: no-manage-in-production
-    deny_if: 'request.role == "manage" && "production" in request.environments'
-    message: manage is no longer allowed in production
-`, 1)
+	tightened := withNoManageInProduction()
 	tightened = strings.Replace(tightened, "    - {groups: [support-l1], max_role: monitor}",
 		"    - {groups: [support-l1], max_role: monitor}\n    - {groups: [support], max_role: manage}", 1)
 	// Write as editors do: a new file renamed over the old one.
@@ -156,4 +152,14 @@ func TestBadPolicyEditReportedOnce(t *testing.T) {
 	if failures != 1 || logLines != 1 {
 		t.Fatalf("one bad edit gave %d audit events and %d log lines, want 1 and 1", failures, logLines)
 	}
+}
+
+// withNoManageInProduction is the test policy plus a rule refusing manage
+// in production.
+func withNoManageInProduction() string {
+	return strings.Replace(testPolicy, "rules:\n", `rules:
+  - name: no-manage-in-production
+    deny_if: 'request.role == "manage" && "production" in request.environments'
+    message: manage is no longer allowed in production
+`, 1)
 }

@@ -398,11 +398,7 @@ func TestPolicySignals(t *testing.T) {
 		}
 	}
 	sha0 := f.readyz(t)["policy_sha256"].(string)
-	edited := strings.Replace(testPolicy, "rules:\n", `rules:
-  - name: no-manage-in-production
-    deny_if: 'request.role == "manage" && "production" in request.environments'
-    message: manage is no longer allowed in production
-`, 1)
+	edited := withNoManageInProduction()
 	edited = strings.Replace(edited, "{name: manage,  scopes: [read, write]}", "{name: manage,  scopes: [read]}", 1)
 	if err := os.WriteFile(filepath.Join(f.dir, "policy.yaml"), []byte(edited), 0o600); err != nil {
 		t.Fatal(err)
