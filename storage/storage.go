@@ -478,7 +478,8 @@ type Store interface {
 	// Prune applies retention: audit events before p.AuditBefore (after a
 	// checkpoint naming the new anchors), engineer details of grants ended
 	// before p.EngineersBefore, and grants ended before p.ArchiveBefore
-	// (moved to the archive). Zero times skip that part.
+	// (moved to the archive). Zero times skip that part. It works in
+	// bounded batches, each its own short transaction.
 	Prune(ctx context.Context, p PruneParams) (PruneResult, error)
 
 	// RotateKeys makes the next key current and the current key previous

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -118,82 +119,155 @@ func (s *Store) AuditCheckpoints(ctx context.Context) ([]storage.Checkpoint, []s
 	return cps, anchors, s.mapErr(rows.Err())
 }
 
-// Prune applies retention in one transaction.
+// Prune applies retention in bounded batches, each its own short
+// transaction, so that no request waits long behind it. The audit cut is
+// sealed (checkpoint and anchors) before any event goes; events at or
+// below an anchor that a crash left behind are outside every chain the
+// verifier walks, and the next run deletes them.
 func (s *Store) Prune(ctx context.Context, p storage.PruneParams) (storage.PruneResult, error) {
 	var r storage.PruneResult
+	var err error
+	if !p.AuditBefore.IsZero() {
+		if r.AuditEvents, err = s.pruneAudit(ctx, p); err != nil {
+			return r, err
+		}
+	}
+	if !p.EngineersBefore.IsZero() {
+		if r.Engineers, err = s.pruneEngineers(ctx, micro(p.EngineersBefore)); err != nil {
+			return r, err
+		}
+	}
+	if !p.ArchiveBefore.IsZero() {
+		if r.Archived, err = s.archiveGrants(ctx, micro(p.ArchiveBefore), micro(p.Now)); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// pruneAudit seals each tenant's cut, then deletes up to it in batches.
+func (s *Store) pruneAudit(ctx context.Context, p storage.PruneParams) (int, error) {
+	var cut []struct {
+		Tenant string `db:"tenant_id"`
+		Seq    int64  `db:"seq"`
+	}
+	if err := s.read.SelectContext(ctx, &cut, s.read.Rebind(`SELECT tenant_id, MAX(seq) AS seq FROM audit_events
+		WHERE at < ? AND seq IS NOT NULL GROUP BY tenant_id ORDER BY tenant_id`), micro(p.AuditBefore)); err != nil {
+		return 0, s.mapErr(err)
+	}
+	var anchors []headJSON
+	for _, c := range cut {
+		var hash []byte
+		if err := s.read.QueryRowxContext(ctx, s.read.Rebind(`SELECT hash FROM audit_events WHERE tenant_id = ? AND seq = ?`), c.Tenant, c.Seq).Scan(&hash); err != nil {
+			return 0, s.mapErr(err)
+		}
+		anchors = append(anchors, headJSON{Tenant: c.Tenant, Seq: c.Seq, Hash: hex.EncodeToString(hash)})
+	}
+	if len(anchors) == 0 {
+		return 0, nil
+	}
+	// Seal the anchors first: the chain stays verifiable from them.
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
-		r = storage.PruneResult{}
-		if !p.AuditBefore.IsZero() {
-			var cut []struct {
-				Tenant string `db:"tenant_id"`
-				Seq    int64  `db:"seq"`
-			}
-			if err := tx.SelectContext(ctx, &cut, tx.Rebind(`SELECT tenant_id, MAX(seq) AS seq FROM audit_events
-				WHERE at < ? AND seq IS NOT NULL GROUP BY tenant_id ORDER BY tenant_id`), micro(p.AuditBefore)); err != nil {
-				return s.mapErr(err)
-			}
-			var anchors []headJSON
-			for _, c := range cut {
-				var hash []byte
-				if err := s.queryRow(ctx, tx, `SELECT hash FROM audit_events WHERE tenant_id = ? AND seq = ?`, c.Tenant, c.Seq).Scan(&hash); err != nil {
-					return s.mapErr(err)
-				}
-				anchors = append(anchors, headJSON{Tenant: c.Tenant, Seq: c.Seq, Hash: hex.EncodeToString(hash)})
-			}
-			if len(anchors) > 0 {
-				// Seal the anchors first: the chain stays verifiable from them.
-				if err := s.writeCheckpoint(ctx, tx, p.Now, anchors, p.Sign); err != nil {
-					return err
-				}
-				for _, a := range anchors {
-					hash, _ := hex.DecodeString(a.Hash)
-					n, err := s.exec(ctx, tx, `DELETE FROM audit_events WHERE tenant_id = ? AND seq <= ?`, a.Tenant, a.Seq)
-					if err != nil {
-						return err
-					}
-					r.AuditEvents += int(n)
-					if _, err := s.exec(ctx, tx, `INSERT INTO audit_anchors (tenant_id, seq, hash) VALUES (?, ?, ?)
-						ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`, a.Tenant, a.Seq, hash); err != nil {
-						return err
-					}
-				}
-			}
+		if err := s.writeCheckpoint(ctx, tx, p.Now, anchors, p.Sign); err != nil {
+			return err
 		}
-		if !p.EngineersBefore.IsZero() {
-			cut := micro(p.EngineersBefore)
-			n, err := s.exec(ctx, tx, `UPDATE grants SET engineer_email = '', engineer_claims = '{}', engineer_groups = '[]'
-				WHERE (engineer_email <> '' OR engineer_claims <> '{}') AND redeemed_at < ?
-					AND (expires_at < ? OR (revoked_at IS NOT NULL AND revoked_at < ?))`, cut, cut, cut)
-			if err != nil {
+		for _, a := range anchors {
+			hash, _ := hex.DecodeString(a.Hash)
+			if _, err := s.exec(ctx, tx, `INSERT INTO audit_anchors (tenant_id, seq, hash) VALUES (?, ?, ?)
+				ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`, a.Tenant, a.Seq, hash); err != nil {
 				return err
 			}
-			m, err := s.exec(ctx, tx, `DELETE FROM redeem_failures WHERE scope = ? AND window_start < ?`, scopeEngineer, cut)
-			if err != nil {
-				return err
-			}
-			r.Engineers = int(n + m)
-		}
-		if !p.ArchiveBefore.IsZero() {
-			cut := micro(p.ArchiveBefore)
-			const ended = `(expires_at < ? OR (revoked_at IS NOT NULL AND revoked_at < ?))`
-			if _, err := s.exec(ctx, tx, `INSERT INTO grants_archive (id, tenant_id, role, environments, resources, ticket, granted_by,
-				created_at, expires_at, redeemed_at, engineer_sub, engineer_iss, revoked_at, revoke_reason, archived_at)
-				SELECT id, tenant_id, role, environments, resources, ticket, granted_by, created_at, expires_at, redeemed_at,
-					engineer_sub, engineer_iss, revoked_at, revoke_reason, ? FROM grants WHERE `+ended, micro(p.Now), cut, cut); err != nil {
-				return err
-			}
-			for _, table := range []string{"tokens", "refresh_tokens"} {
-				if _, err := s.exec(ctx, tx, `DELETE FROM `+table+` WHERE grant_id IN (SELECT id FROM grants WHERE `+ended+`)`, cut, cut); err != nil {
-					return err
-				}
-			}
-			n, err := s.exec(ctx, tx, `DELETE FROM grants WHERE `+ended, cut, cut)
-			if err != nil {
-				return err
-			}
-			r.Archived = int(n)
 		}
 		return nil
 	})
-	return r, err
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, a := range anchors {
+		n, err := s.batched(ctx, `DELETE FROM audit_events WHERE id IN
+			(SELECT id FROM audit_events WHERE tenant_id = ? AND seq <= ? LIMIT ?)`, a.Tenant, a.Seq)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// pruneEngineers removes engineer details of grants ended before cut and
+// stale engineer failure counters.
+func (s *Store) pruneEngineers(ctx context.Context, cut int64) (int, error) {
+	n, err := s.batched(ctx, `UPDATE grants SET engineer_email = '', engineer_claims = '{}', engineer_groups = '[]'
+		WHERE id IN (SELECT id FROM grants WHERE (engineer_email <> '' OR engineer_claims <> '{}') AND redeemed_at < ?
+			AND (expires_at < ? OR (revoked_at IS NOT NULL AND revoked_at < ?)) LIMIT ?)`, cut, cut, cut)
+	if err != nil {
+		return n, err
+	}
+	m, err := s.batched(ctx, `DELETE FROM redeem_failures WHERE scope = ? AND subject IN
+		(SELECT subject FROM redeem_failures WHERE scope = ? AND window_start < ? LIMIT ?)`, scopeEngineer, scopeEngineer, cut)
+	return n + m, err
+}
+
+// archiveGrants moves grants ended before cut to the archive and deletes
+// their tokens, a batch per transaction.
+func (s *Store) archiveGrants(ctx context.Context, cut, now int64) (int, error) {
+	const ended = `(expires_at < ? OR (revoked_at IS NOT NULL AND revoked_at < ?))`
+	total := 0
+	for {
+		var ids []string
+		if err := s.read.SelectContext(ctx, &ids, s.read.Rebind(`SELECT id FROM grants WHERE `+ended+` ORDER BY id LIMIT ?`), cut, cut, s.pruneBatch); err != nil {
+			return total, s.mapErr(err)
+		}
+		if len(ids) == 0 {
+			return total, nil
+		}
+		in := `(?` + strings.Repeat(`, ?`, len(ids)-1) + `)`
+		args := make([]any, len(ids))
+		for i, id := range ids {
+			args[i] = id
+		}
+		err := s.tx(ctx, func(tx *sqlx.Tx) error {
+			if _, err := s.exec(ctx, tx, `INSERT INTO grants_archive (id, tenant_id, role, environments, resources, ticket, granted_by,
+				created_at, expires_at, redeemed_at, engineer_sub, engineer_iss, revoked_at, revoke_reason, archived_at)
+				SELECT id, tenant_id, role, environments, resources, ticket, granted_by, created_at, expires_at, redeemed_at,
+					engineer_sub, engineer_iss, revoked_at, revoke_reason, ? FROM grants WHERE id IN `+in+` AND `+ended+`
+				ON CONFLICT (id) DO NOTHING`, append(append([]any{now}, args...), cut, cut)...); err != nil {
+				return err
+			}
+			for _, table := range []string{"tokens", "refresh_tokens", "grant_approvals"} {
+				if _, err := s.exec(ctx, tx, `DELETE FROM `+table+` WHERE grant_id IN `+in, args...); err != nil {
+					return err
+				}
+			}
+			n, err := s.exec(ctx, tx, `DELETE FROM grants WHERE id IN `+in+` AND `+ended, append(args, cut, cut)...)
+			total += int(n)
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
+		if len(ids) < s.pruneBatch {
+			return total, nil
+		}
+	}
+}
+
+// batched runs q (whose last parameter is the batch size) in its own short
+// transactions until a run changes fewer than a batch of rows. The writer
+// is never held for long, whatever the size of the database.
+func (s *Store) batched(ctx context.Context, q string, args ...any) (int, error) {
+	total := 0
+	for {
+		var n int64
+		err := s.tx(ctx, func(tx *sqlx.Tx) error {
+			var err error
+			n, err = s.exec(ctx, tx, q, append(args, s.pruneBatch)...)
+			return err
+		})
+		total += int(n)
+		if err != nil || n < int64(s.pruneBatch) {
+			return total, err
+		}
+	}
 }

@@ -18,7 +18,7 @@ import (
 
 func openSQLite(t *testing.T) storage.Store {
 	path := filepath.Join(t.TempDir(), "actas.db")
-	s, err := sqlstore.Open(context.Background(), "sqlite", path, sqlstore.Options{Migrate: true, AuditKey: testAuditKey})
+	s, err := sqlstore.Open(context.Background(), "sqlite", path, sqlstore.Options{Migrate: true, AuditKey: testAuditKey, PruneBatch: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func openPostgres(t *testing.T) storage.Store {
 	if strings.Contains(dsn, "?") {
 		sep = "&"
 	}
-	s, err := sqlstore.Open(context.Background(), "postgres", dsn+sep+"search_path="+schema, sqlstore.Options{Migrate: true, AuditKey: testAuditKey})
+	s, err := sqlstore.Open(context.Background(), "postgres", dsn+sep+"search_path="+schema, sqlstore.Options{Migrate: true, AuditKey: testAuditKey, PruneBatch: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,8 @@ type Store struct {
 	wanted map[string]bool       // queries to prepare once the writer is free
 	closed bool
 
-	auditKey []byte // HMAC key of the audit chain
+	auditKey   []byte // HMAC key of the audit chain
+	pruneBatch int    // rows per retention transaction
 
 	// onOutbox runs after a commit that queued outbox messages, so that
 	// the sender need not wait for its next poll; outboxTx marks them.
@@ -63,6 +64,9 @@ type Options struct {
 	Now     func() time.Time
 	// AuditKey keys the audit chain's HMAC; at least 32 bytes, required.
 	AuditKey []byte
+	// PruneBatch bounds the rows one retention transaction touches
+	// (default 1000); tests lower it to cross batch boundaries.
+	PruneBatch int
 }
 
 // Open connects to kind ("sqlite" or "postgres") at dsn (a file path, or a
@@ -74,7 +78,10 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 	if len(o.AuditKey) < 32 {
 		return nil, errors.New("sqlstore: an audit chain key of at least 32 bytes is required")
 	}
-	s := &Store{auditKey: o.AuditKey}
+	s := &Store{auditKey: o.AuditKey, pruneBatch: o.PruneBatch}
+	if s.pruneBatch <= 0 {
+		s.pruneBatch = 1000
+	}
 	switch kind {
 	case "sqlite":
 		s.f = flavorSQLite
