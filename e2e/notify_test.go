@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -202,5 +203,45 @@ func TestNotifications(t *testing.T) {
 		if count[k] != n {
 			t.Fatalf("mails: %v, want %v", count, want)
 		}
+	}
+}
+
+// The granting user, admin or not, is told by mail when their grant is
+// redeemed and when it ends (the tenant's settings are for admins).
+func TestGranterIsTold(t *testing.T) {
+	mb := startMailbox(t)
+	cust, sup := startIDP(t), startIDP(t)
+	dir := t.TempDir()
+	listen := freePort(t)
+	cfg := writeConfig(t, dir, listen, "sqlite://"+filepath.Join(dir, "actas.db"), cust, sup, testPolicy)
+	host, port, _ := net.SplitHostPort(mb.addr)
+	if err := appendFile(cfg, "notifications:\n  smtp: {host: "+host+", port: "+port+", from: actas@support.example, tls: none}\n"); err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{server: startServer(t, cfg, listen), cust: cust, sup: sup}
+	f.enable(t, "acme", f.admin(t, "acme"), true)
+	mem := f.cust.token(t, &testUser{Sub: "mem", OrgID: "acme", Role: "manage", Plan: "enterprise", Email: "mem@acme.example"})
+	id, code := f.grant(t, "acme", mem, map[string]any{"role": "monitor", "environments": []string{"sandbox"}})
+	if tr := f.exchange(t, "acme", code, f.engineer(t, "eng-told")); tr.status != 200 {
+		t.Fatalf("exchange: %s", tr.raw)
+	}
+	if r := f.api(t, "DELETE", "/api/v1/tenants/acme/grants/"+id, mem, nil); r.status != 204 {
+		t.Fatalf("terminate: %d", r.status)
+	}
+	var subjects []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		subjects = nil
+		for _, m := range mb.all() {
+			if slices.Contains(m.to, "mem@acme.example") {
+				subjects = append(subjects, m.data)
+			}
+		}
+		if len(subjects) >= 2 {
+			break
+		}
+	}
+	joined := strings.Join(subjects, "\n")
+	if len(subjects) != 2 || !strings.Contains(joined, "redeemed a grant") || !strings.Contains(joined, "a support grant ended") {
+		t.Fatalf("mail to the granter: %d messages\n%s", len(subjects), joined)
 	}
 }

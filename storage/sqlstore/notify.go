@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/mail"
 	"slices"
 	"time"
 
@@ -118,6 +119,17 @@ func (s *Store) enqueue(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent
 	}
 	for _, e := range append(admins, n.Emails...) {
 		if err := add("email", e); err != nil {
+			return err
+		}
+	}
+	switch kind {
+	case storage.NotifyGrantRedeemed, storage.NotifyGrantTerminated, storage.NotifyGrantExpired:
+		// The granting user hears about their own grant, admin or not.
+		email, err := s.granterEmail(ctx, tx, ev.TenantID, ev.Target)
+		if err != nil {
+			return err
+		}
+		if err := add("email", email); err != nil {
 			return err
 		}
 	}
@@ -242,32 +254,44 @@ func parseKinds(s string) (map[string][]string, error) {
 	return k, nil
 }
 
-// enqueueGranter tells a grant's granter (the email claim of their token
-// when they granted) about the grant, whatever the tenant's settings: it
-// is their own request.
+// enqueueGranter tells a grant's granter about the grant, whatever the
+// tenant's settings: it is their own request.
 func (s *Store) enqueueGranter(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent, eventID int64) error {
-	var claims string
-	err := s.queryRow(ctx, tx, `SELECT granter_claims FROM grants WHERE tenant_id = ? AND id = ?`, ev.TenantID, ev.Target).Scan(&claims)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil
-	}
-	if err != nil {
-		return s.mapErr(err)
-	}
-	var c struct {
-		Email string `json:"email"`
-	}
-	if json.Unmarshal([]byte(claims), &c) != nil || c.Email == "" {
-		return nil
+	email, err := s.granterEmail(ctx, tx, ev.TenantID, ev.Target)
+	if err != nil || email == "" {
+		return err
 	}
 	payload, _ := json.Marshal(storage.Notice{Kind: ev.Notify, Tenant: ev.TenantID, EventID: eventID, Seq: ev.Seq, Time: ev.Time.UTC(),
 		Action: ev.Action, ActorType: ev.ActorType, ActorID: ev.ActorID, Target: ev.Target, Detail: json.RawMessage(orNull(ev.Detail))})
 	if _, err := s.exec(ctx, tx, `INSERT INTO outbox (tenant_id, kind, channel, destination, payload, next_attempt_at, created_at)
-		VALUES (?, ?, 'email', ?, ?, ?, ?)`, ev.TenantID, ev.Notify, c.Email, string(payload), micro(ev.Time), micro(ev.Time)); err != nil {
+		VALUES (?, ?, 'email', ?, ?, ?, ?)`, ev.TenantID, ev.Notify, email, string(payload), micro(ev.Time), micro(ev.Time)); err != nil {
 		return err
 	}
 	s.queued(tx)
 	return nil
+}
+
+// granterEmail is the email claim of the granter's token when they made
+// the grant, "" if none.
+func (s *Store) granterEmail(ctx context.Context, tx *sqlx.Tx, tenant, grantID string) (string, error) {
+	var claims string
+	err := s.queryRow(ctx, tx, `SELECT granter_claims FROM grants WHERE tenant_id = ? AND id = ?`, tenant, grantID).Scan(&claims)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", s.mapErr(err)
+	}
+	var c struct {
+		Email string `json:"email"`
+	}
+	if json.Unmarshal([]byte(claims), &c) != nil {
+		return "", nil
+	}
+	if a, err := mail.ParseAddress(c.Email); err != nil || a.Address != c.Email || len(c.Email) > 254 {
+		return "", nil // no usable address: nothing to send
+	}
+	return c.Email, nil
 }
 
 func orNull(b []byte) []byte {
