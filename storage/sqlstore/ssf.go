@@ -162,37 +162,42 @@ func (s *Store) queueSignal(ctx context.Context, tx *sqlx.Tx, method, status str
 	return err
 }
 
-// PollSignals acknowledges and reads a poll stream's held signals.
+// PollSignals acknowledges and reads a poll stream's held signals. Only
+// acknowledgements take the writer; a long poll's repeated reads do not.
 func (s *Store) PollSignals(ctx context.Context, streamID string, acks []string, max int) ([]storage.PolledSignal, bool, error) {
-	var out []storage.PolledSignal
-	more := false
-	err := s.tx(ctx, func(tx *sqlx.Tx) error {
-		out, more = nil, false
-		for _, jti := range acks {
-			if _, err := s.exec(ctx, tx, `DELETE FROM ssf_poll WHERE stream_id = ? AND jti = ?`, streamID, jti); err != nil {
-				return err
+	if len(acks) > 0 {
+		err := s.tx(ctx, func(tx *sqlx.Tx) error {
+			for _, jti := range acks {
+				if _, err := s.exec(ctx, tx, `DELETE FROM ssf_poll WHERE stream_id = ? AND jti = ?`, streamID, jti); err != nil {
+					return err
+				}
 			}
-		}
-		if max == 0 {
 			return nil
+		})
+		if err != nil {
+			return nil, false, err
 		}
-		var rows []struct {
-			JTI     string `db:"jti"`
-			Payload string `db:"payload"`
-		}
-		if err := tx.SelectContext(ctx, &rows, tx.Rebind(`SELECT jti, payload FROM ssf_poll WHERE stream_id = ? ORDER BY id LIMIT ?`),
-			streamID, max+1); err != nil {
-			return s.mapErr(err)
-		}
-		if len(rows) > max {
-			rows, more = rows[:max], true
-		}
-		for _, r := range rows {
-			out = append(out, storage.PolledSignal{JTI: r.JTI, Payload: []byte(r.Payload)})
-		}
-		return nil
-	})
-	return out, more, err
+	}
+	if max == 0 {
+		return nil, false, nil
+	}
+	var rows []struct {
+		JTI     string `db:"jti"`
+		Payload string `db:"payload"`
+	}
+	if err := s.read.SelectContext(ctx, &rows, s.read.Rebind(`SELECT jti, payload FROM ssf_poll WHERE stream_id = ? ORDER BY id LIMIT ?`),
+		streamID, max+1); err != nil {
+		return nil, false, s.mapErr(err)
+	}
+	more := false
+	if len(rows) > max {
+		rows, more = rows[:max], true
+	}
+	out := make([]storage.PolledSignal, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, storage.PolledSignal{JTI: r.JTI, Payload: []byte(r.Payload)})
+	}
+	return out, more, nil
 }
 
 // endedGrant is what a grant's end tells the products that hold its tokens.
