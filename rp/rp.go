@@ -276,7 +276,7 @@ func (v *Verifier) verifyJWS(ctx context.Context, token string, typOK func(strin
 	if len(token) > 16<<10 {
 		return nil, invalid("too large")
 	}
-	jws, err := jose.ParseSigned(token, algorithms)
+	jws, err := jose.ParseSignedCompact(token, algorithms)
 	if err != nil {
 		return nil, invalid("not a JWS with an allowed algorithm")
 	}

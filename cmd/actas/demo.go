@@ -182,7 +182,10 @@ func (d *demo) story(env *devEnv) error {
 	}
 
 	d.step("The same code a second time is refused (single use)")
-	st, b, _ = d.call("POST", "/token", "", strings.NewReader(form.Encode()), formType, [2]string{})
+	st, b, err = d.call("POST", "/token", "", strings.NewReader(form.Encode()), formType, [2]string{})
+	if err != nil || expect(st, 400, b) != nil {
+		return firstErr(err, expect(st, 400, b))
+	}
 	d.show(b)
 
 	introspect := func() error {

@@ -93,7 +93,7 @@ func Verify(proof string, e Expect) (*Proof, error) {
 	if len(proof) > maxProofSize {
 		return nil, invalid("proof is larger than %d bytes", maxProofSize)
 	}
-	jws, err := jose.ParseSigned(proof, Algorithms)
+	jws, err := jose.ParseSignedCompact(proof, Algorithms)
 	if err != nil {
 		return nil, invalid("not a JWS with an allowed asymmetric algorithm")
 	}
