@@ -18,9 +18,6 @@ type StreamReader interface {
 	Stream(ctx context.Context, clientID, id string) (storage.Stream, error)
 }
 
-// errDropped ends a push whose stream is gone or disabled: nothing to retry.
-var errDropped = errors.New("stream deleted or disabled")
-
 // pushSET delivers one signal to its push stream (RFC 8935): the SET is
 // signed now, with the key in force, under the jti fixed when the event
 // happened, so a retry repeats the same event and receivers drop doubles.
@@ -34,7 +31,8 @@ func (w *Worker) pushSET(ctx context.Context, m storage.OutboxMessage) error {
 	}
 	st, err := w.streams.Stream(ctx, "", m.Destination)
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && st.Status == storage.StreamDisabled) {
-		w.log.Info("ssf: event dropped", "stream", m.Destination, "jti", sig.JTI, "why", errDropped)
+		// Nothing to retry: the receiver asked for no more events.
+		w.log.Info("ssf: event dropped: stream deleted or disabled", "stream", m.Destination, "jti", sig.JTI)
 		return nil
 	}
 	if err != nil {

@@ -3,6 +3,7 @@ package scim
 import (
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -95,6 +96,14 @@ func (h *Handler) patchUser(r *http.Request, d *core.Directory) (int, any, error
 	m, err := readJSON(r)
 	if err != nil {
 		return 0, nil, err
+	}
+	if sc, present := m["schemas"]; present {
+		// RFC 7644 §3.5.2: a PatchOp names its schema; accept its absence
+		// (some IdPs omit it) but not another message.
+		list, _ := sc.([]any)
+		if !slices.Contains(list, any(patchSchema)) {
+			return 0, nil, bad("invalidSyntax", "schemas must be ["+patchSchema+"]")
+		}
 	}
 	ops, ok := m["Operations"].([]any)
 	if !ok || len(ops) == 0 || len(ops) > 100 {
