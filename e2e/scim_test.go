@@ -206,3 +206,30 @@ func TestDemotionByToken(t *testing.T) {
 		t.Fatalf("after a demoted token: %s", ir.raw)
 	}
 }
+
+// A directory that sends no roles (Okta's default SCIM app) changes no
+// grant: only deactivation does.
+func TestSCIMWithoutRoles(t *testing.T) {
+	f := newFixture(t)
+	ada := f.admin(t, "acme")
+	f.enable(t, "acme", ada, false)
+	tok := f.api(t, "POST", "/api/v1/tenants/acme/scim-tokens", ada, nil).str("token")
+	_, code := f.grant(t, "acme", ada, map[string]any{"role": "admin", "environments": []string{"sandbox"}})
+	at := f.exchange(t, "acme", code, f.engineer(t, "eng-nr")).str("access_token")
+	st, u := f.scim(t, "POST", "/Users", tok, map[string]any{"userName": "ada@acme.example", "externalId": "admin-of-acme",
+		"active": true, "emails": []map[string]any{{"value": "ada@acme.example", "primary": true}}})
+	if st != 201 {
+		t.Fatalf("create: %d %v", st, u)
+	}
+	if ir := f.introspect(t, at); ir.body["active"] != true || ir.body["roles"].([]any)[0] != "admin" {
+		t.Fatalf("a roleless directory user changed a grant: %s", ir.raw)
+	}
+	if r := f.api(t, "GET", "/api/v1/tenants/acme/grants", ada, nil); r.status != 200 {
+		t.Fatalf("the admin lost access: %d", r.status)
+	}
+	f.scim(t, "PATCH", "/Users/"+u["id"].(string), tok, map[string]any{
+		"Operations": []map[string]any{{"op": "replace", "path": "active", "value": false}}})
+	if f.active(t, at) {
+		t.Fatal("deactivation without roles did not end the grant")
+	}
+}

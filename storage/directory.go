@@ -38,7 +38,7 @@ type SCIMToken struct {
 // role are capped to it; their address is or is not an admin address.
 type RoleChange struct {
 	TenantID, Sub, Iss string
-	Role               string // the role now known ("" when ended)
+	Role               string // the role now known; "" when the directory sends none: roles and admin addresses stay as they are
 	EndAll             bool
 	Above              []string // roles above Role: grants with these end or are capped
 	EndAbove           bool

@@ -171,6 +171,8 @@ func (s *Service) roleChange(tenant, sub, iss, role string, active bool, emails 
 		ch.EndAll, ch.Role, ch.Reason = true, storage.RoleInactive, source+": user deactivated or removed"
 		ch.GrantEvent = s.event(by, tenant, audit.GrantRevoke, "", audit.Success, map[string]any{"reason": ch.Reason})
 		return ch
+	case role == "":
+		return ch // the directory does not manage roles: tokens say them
 	case !pol.KnowsRole(role):
 		ch.EndAll, ch.Reason = true, source+": role "+role+" is not a role of the policy"
 		ch.GrantEvent = s.event(by, tenant, audit.GrantRevoke, "", audit.Success, map[string]any{"reason": ch.Reason})

@@ -173,8 +173,8 @@ func (s *Store) ApplyRole(ctx context.Context, ch storage.RoleChange) error {
 // grants ended (through endGrants: audit, notifications, push signals
 // follow) or capped, and their place among the tenant's admin addresses.
 func (s *Store) applyRoleChange(ctx context.Context, tx *sqlx.Tx, ch storage.RoleChange) error {
-	if ch.Sub == "" {
-		return nil
+	if ch.Sub == "" || (ch.Role == "" && !ch.EndAll) {
+		return nil // nothing to match, or a directory that does not manage roles
 	}
 	if _, err := s.exec(ctx, tx, `INSERT INTO customer_roles (tenant_id, sub, iss, role, updated_at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (tenant_id, sub, iss) DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at`,
