@@ -118,11 +118,14 @@ func (s *Service) Streams(ctx context.Context, clientID string) ([]storage.Strea
 
 // Stream is one of a client's streams; another client's is not found.
 func (s *Service) Stream(ctx context.Context, clientID, id string) (storage.Stream, error) {
+	if clientID == "" {
+		return storage.Stream{}, errNoStream // "" means any client to storage, never here
+	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	st, err := s.store.Stream(ctx, clientID, id)
 	switch {
-	case errors.Is(err, storage.ErrNotFound) || clientID == "":
+	case errors.Is(err, storage.ErrNotFound):
 		return st, errNoStream
 	case err != nil:
 		return st, unavailable(err)

@@ -61,10 +61,10 @@ func (h *Handler) tokenBinding(r *http.Request, c *client) (core.Binding, error)
 // proofError maps a proof failure to invalid_dpop_proof; storage failures
 // stay what they are.
 func proofError(err error) error {
-	if ce := core.As(err); ce != nil && ce.Kind != core.KindProof {
-		return err
-	}
 	if ce := core.As(err); ce != nil {
+		if ce.Kind != core.KindProof {
+			return err
+		}
 		return ErrInvalidDPoPProof.With(ce.Message)
 	}
 	return ErrInvalidDPoPProof.With("DPoP proof: " + strings.TrimPrefix(err.Error(), dpop.ErrInvalidProof.Error()+": "))

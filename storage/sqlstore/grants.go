@@ -98,9 +98,6 @@ func (s *Store) endGrants(ctx context.Context, tx *sqlx.Tx, tenant, cond string,
 				return nil, err
 			}
 		}
-		if err := s.signalEnd(ctx, tx, g, at, reason, initiator(ev, reason)); err != nil {
-			return nil, err
-		}
 		if ev != nil {
 			e := *ev
 			e.TenantID, e.Target = tenant, g.ID
@@ -110,6 +107,9 @@ func (s *Store) endGrants(ctx context.Context, tx *sqlx.Tx, tenant, cond string,
 			}
 		}
 		ids = append(ids, g.ID)
+	}
+	if err := s.signalEnds(ctx, tx, ended, at, reason, initiator(ev, reason)); err != nil {
+		return nil, err
 	}
 	return ids, nil
 }

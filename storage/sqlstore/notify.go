@@ -217,6 +217,7 @@ func (s *Store) RecordExpiries(ctx context.Context, now time.Time, limit int, ev
 			WHERE expiry_recorded = FALSE AND revoked_at IS NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?`), micro(now), limit); err != nil {
 			return s.mapErr(err)
 		}
+		var recorded []endedGrant
 		for _, g := range rows {
 			c, err := s.exec(ctx, tx, `UPDATE grants SET expiry_recorded = TRUE WHERE id = ? AND expiry_recorded = FALSE`, g.ID)
 			if err != nil {
@@ -225,18 +226,16 @@ func (s *Store) RecordExpiries(ctx context.Context, now time.Time, limit int, ev
 			if c == 0 {
 				continue // another replica recorded it
 			}
-			if err := s.signalEnd(ctx, tx, g, now, "expired", "system"); err != nil {
-				return err
-			}
+			recorded = append(recorded, g)
 			e := ev
 			e.TenantID, e.Target = g.Tenant, g.ID
 			e.Detail = mergeDetail(e.Detail, map[string]any{"sub": g.Sub, "act": g.Act})
 			if err := s.insertAudit(ctx, tx, e); err != nil {
 				return err
 			}
-			n++
 		}
-		return nil
+		n = len(recorded)
+		return s.signalEnds(ctx, tx, recorded, now, "expired", "system")
 	})
 	return n, err
 }

@@ -212,11 +212,27 @@ type endedGrant struct {
 	TokenAudnce string `db:"-"`
 }
 
-// signalEnd queues a CAEP session-revoked for every enabled or paused
-// stream of every audience that holds tokens of g (or only the ended
-// token's audience): a product hears about the grants it saw, and no other.
-func (s *Store) signalEnd(ctx context.Context, tx *sqlx.Tx, g endedGrant, at time.Time, reason, initiator string) error {
-	return s.signal(ctx, tx, g, storage.Signal{Kind: storage.SignalSessionRevoked, Time: at, Reason: reason, Initiator: initiator})
+// signalEnds queues a CAEP session-revoked, for each ended grant (or
+// token), to every enabled or paused stream of every audience that holds
+// its tokens: a product hears about the grants it saw, and no other. A
+// deployment without streams pays one query, not one per grant.
+func (s *Store) signalEnds(ctx context.Context, tx *sqlx.Tx, ended []endedGrant, at time.Time, reason, initiator string) error {
+	if len(ended) == 0 {
+		return nil
+	}
+	var live int
+	if err := s.queryRow(ctx, tx, `SELECT COUNT(*) FROM (SELECT 1 FROM ssf_streams WHERE status <> 'disabled' LIMIT 1) x`).Scan(&live); err != nil {
+		return s.mapErr(err)
+	}
+	for _, g := range ended {
+		if live == 0 {
+			break
+		}
+		if err := s.signal(ctx, tx, g, storage.Signal{Kind: storage.SignalSessionRevoked, Time: at, Reason: reason, Initiator: initiator}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // signal queues tmpl, completed with g's subject, for the streams that

@@ -175,7 +175,7 @@ func (s *Store) RevokeToken(ctx context.Context, jti string, at time.Time, ev st
 		if err != nil {
 			return err
 		}
-		if err := s.signalEnd(ctx, tx, g, at, "token_revoked", initiator(&ev, "token_revoked")); err != nil {
+		if err := s.signalEnds(ctx, tx, []endedGrant{g}, at, "token_revoked", initiator(&ev, "token_revoked")); err != nil {
 			return err
 		}
 		return s.insertAudit(ctx, tx, ev)
