@@ -39,20 +39,26 @@ func (c *ttlCache[K, V]) put(k K, v V, exp time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.m) >= c.max {
-		now := c.now()
-		for k, e := range c.m {
-			if !now.Before(e.exp) {
-				delete(c.m, k)
-			}
-		}
-		for k := range c.m {
-			if len(c.m) < c.max {
-				break
-			}
+		c.evict()
+	}
+	c.m[k] = ttlEntry[V]{v, exp}
+}
+
+// evict drops expired entries, then arbitrary ones, down to 7/8 of max:
+// the scan runs once per max/8 insertions, not on every one.
+func (c *ttlCache[K, V]) evict() {
+	now, target := c.now(), c.max-c.max/8-1
+	for k, e := range c.m {
+		if !now.Before(e.exp) {
 			delete(c.m, k)
 		}
 	}
-	c.m[k] = ttlEntry[V]{v, exp}
+	for k := range c.m {
+		if len(c.m) <= target {
+			break
+		}
+		delete(c.m, k)
+	}
 }
 
 // add puts k unless a live entry exists; false if it did (a replay).
