@@ -72,6 +72,12 @@ func startMailbox(t *testing.T) *mailbox {
 	return mb
 }
 
+// smtpConfig is the notifications section that sends mail to mb.
+func (mb *mailbox) smtpConfig() string {
+	host, port, _ := net.SplitHostPort(mb.addr)
+	return "notifications:\n  smtp: {host: " + host + ", port: " + port + ", from: actas@support.example, tls: none}\n"
+}
+
 func (mb *mailbox) all() []mailMsg {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
@@ -210,15 +216,7 @@ func TestNotifications(t *testing.T) {
 // redeemed and when it ends (the tenant's settings are for admins).
 func TestGranterIsTold(t *testing.T) {
 	mb := startMailbox(t)
-	cust, sup := startIDP(t), startIDP(t)
-	dir := t.TempDir()
-	listen := freePort(t)
-	cfg := writeConfig(t, dir, listen, "sqlite://"+filepath.Join(dir, "actas.db"), cust, sup, testPolicy)
-	host, port, _ := net.SplitHostPort(mb.addr)
-	if err := appendFile(cfg, "notifications:\n  smtp: {host: "+host+", port: "+port+", from: actas@support.example, tls: none}\n"); err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{server: startServer(t, cfg, listen), cust: cust, sup: sup}
+	f := newFixtureWith(t, testPolicy, mb.smtpConfig())
 	f.enable(t, "acme", f.admin(t, "acme"), true)
 	mem := f.cust.token(t, &testUser{Sub: "mem", OrgID: "acme", Role: "manage", Plan: "enterprise", Email: "mem@acme.example"})
 	id, code := f.grant(t, "acme", mem, map[string]any{"role": "monitor", "environments": []string{"sandbox"}})

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,15 +53,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // demoted admin does not.
 func TestSCIMDirectory(t *testing.T) {
 	mb := startMailbox(t)
-	cust, sup := startIDP(t), startIDP(t)
-	dir := t.TempDir()
-	listen := freePort(t)
-	cfg := writeConfig(t, dir, listen, "sqlite://"+filepath.Join(dir, "actas.db"), cust, sup, testPolicy)
-	host, port, _ := net.SplitHostPort(mb.addr)
-	if err := appendFile(cfg, "notifications:\n  smtp: {host: "+host+", port: "+port+", from: actas@support.example, tls: none}\n"); err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{server: startServer(t, cfg, listen), cust: cust, sup: sup}
+	f := newFixtureWith(t, testPolicy, mb.smtpConfig())
 	ada := f.admin(t, "acme") // sub admin-of-acme
 	r := f.api(t, "POST", "/api/v1/tenants/acme/scim-tokens", ada, nil)
 	tok := r.str("token")
