@@ -120,6 +120,9 @@ type Token struct {
 	RevokedAt   time.Time
 	FirstUsedAt time.Time // first active introspection; zero: never
 	JKT         string    // DPoP key thumbprint the token is bound to; "" for a bearer token
+	// SID is the OpenID Provider session the token was issued in; "" for
+	// token exchange.
+	SID string
 }
 
 // RefreshToken is an issued refresh token, by the HMAC of its value.
@@ -135,6 +138,7 @@ type RefreshToken struct {
 	UsedAt    time.Time
 	RevokedAt time.Time
 	JKT       string // DPoP key the refresh token is bound to (public clients); "" if none
+	SID       string // the OpenID Provider session, as on Token
 }
 
 // TokenState is everything introspection needs to decide, read in one
@@ -491,6 +495,7 @@ type Store interface {
 
 	StreamStore
 	DirectoryStore
+	OPStore
 
 	// ApproveGrant records approver's approval of a grant awaiting it and,
 	// once needed approvals are in, approves it (code redeemable until

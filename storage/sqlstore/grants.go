@@ -111,6 +111,9 @@ func (s *Store) endGrants(ctx context.Context, tx *sqlx.Tx, tenant, cond string,
 	if err := s.signalEnds(ctx, tx, ended, at, reason, initiator(ev, reason)); err != nil {
 		return nil, err
 	}
+	if err := s.logoutEnds(ctx, tx, ended, at, reason); err != nil {
+		return nil, err
+	}
 	return ids, nil
 }
 

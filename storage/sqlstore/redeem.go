@@ -292,15 +292,18 @@ func (s *Store) bump(ctx context.Context, tx *sqlx.Tx, scope, subject string, no
 }
 
 func (s *Store) writeIssue(ctx context.Context, tx *sqlx.Tx, is storage.Issue) error {
-	t := is.Token
-	if _, err := s.exec(ctx, tx, `INSERT INTO tokens (jti, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, t.JTI, t.GrantID, t.ClientID, t.Audience, t.Role, t.Scope,
-		micro(t.IssuedAt), micro(t.ExpiresAt), t.JKT); err != nil {
-		return err
+	// A redemption made in a browser binds the grant and issues nothing
+	// yet: the authorization code issues later.
+	if t := is.Token; t.JTI != "" {
+		if _, err := s.exec(ctx, tx, `INSERT INTO tokens (jti, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, t.JTI, t.GrantID, t.ClientID, t.Audience, t.Role, t.Scope,
+			micro(t.IssuedAt), micro(t.ExpiresAt), t.JKT, t.SID); err != nil {
+			return err
+		}
 	}
 	if r := is.Refresh; r != nil {
-		if _, err := s.exec(ctx, tx, `INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.Hash, r.GrantID, r.ClientID, r.Audience, r.Role, r.Scope, micro(r.IssuedAt), micro(r.ExpiresAt), r.JKT); err != nil {
+		if _, err := s.exec(ctx, tx, `INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.Hash, r.GrantID, r.ClientID, r.Audience, r.Role, r.Scope, micro(r.IssuedAt), micro(r.ExpiresAt), r.JKT, r.SID); err != nil {
 			return err
 		}
 	}

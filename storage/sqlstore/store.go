@@ -45,6 +45,9 @@ type Store struct {
 	// the sender need not wait for its next poll; outboxTx marks them.
 	onOutbox func()
 	outboxTx sync.Map // *sqlx.Tx -> struct{}
+
+	// logoutClients take OIDC Back-Channel Logout; set once before serving.
+	logoutClients map[string]bool
 }
 
 // OnOutbox sets fn to run (it must not block) after every commit that

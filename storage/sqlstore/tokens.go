@@ -12,12 +12,12 @@ import (
 	"github.com/actas/actas/storage"
 )
 
-const refreshCols = `r.hash, r.grant_id, r.client_id, r.audience, r.role, r.scope, r.issued_at, r.expires_at, r.used_at, r.revoked_at, r.jkt`
+const refreshCols = `r.hash, r.grant_id, r.client_id, r.audience, r.role, r.scope, r.issued_at, r.expires_at, r.used_at, r.revoked_at, r.jkt, r.sid`
 
 func scanRefresh(row scanner, r *storage.RefreshToken, more ...any) error {
 	var issued, expires int64
 	var used, revoked sql.NullInt64
-	if err := row.Scan(append([]any{&r.Hash, &r.GrantID, &r.ClientID, &r.Audience, &r.Role, &r.Scope, &issued, &expires, &used, &revoked, &r.JKT}, more...)...); err != nil {
+	if err := row.Scan(append([]any{&r.Hash, &r.GrantID, &r.ClientID, &r.Audience, &r.Role, &r.Scope, &issued, &expires, &used, &revoked, &r.JKT, &r.SID}, more...)...); err != nil {
 		return err
 	}
 	r.IssuedAt, r.ExpiresAt, r.UsedAt, r.RevokedAt = fromMicro(issued), fromMicro(expires), fromNull(used), fromNull(revoked)
