@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/actas/actas/broker/api"
+	"github.com/actas/actas/broker/authorize"
 	"github.com/actas/actas/broker/core"
 	"github.com/actas/actas/broker/hooks"
 	"github.com/actas/actas/broker/httpx"
@@ -117,9 +118,20 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
+	logoutURIs := map[string]string{}
+	var logoutClients []string
+	for _, cl := range op.Clients {
+		if cl.BackchannelLogoutURI != "" {
+			logoutURIs[cl.ID] = cl.BackchannelLogoutURI
+			logoutClients = append(logoutClients, cl.ID)
+		}
+	}
+	if h, ok := c.Store.(interface{ SetLogoutClients([]string) }); ok {
+		h.SetLogoutClients(logoutClients) // grant and session ends queue logout tokens for these
+	}
 	s.outbox = notify.New(notify.Config{Store: c.Store, Notifications: op.Notifications, Logger: log, Now: c.Now,
 		PolicySHA: func() string { return s.core.Policy().SHA256 }, Registry: c.Registry,
-		Streams: c.Store, Keys: func() signals.Signer { return s.keys.KeySet() }, Issuer: op.Issuer})
+		Streams: c.Store, Keys: func() signals.Signer { return s.keys.KeySet() }, Issuer: op.Issuer, LogoutURIs: logoutURIs})
 	if h, ok := c.Store.(interface{ OnOutbox(func()) }); ok {
 		h.OnOutbox(s.outbox.Wake) // push events leave at once, not at the next poll
 	}
@@ -134,6 +146,7 @@ func New(ctx context.Context, c Config) (*Server, error) {
 		api.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint", "")
 	})
 	oauth.New(s.core, s.keys, op, log, c.Registry).Mount(r)
+	authorize.New(s.core, op, c.HTTPClient, log).Mount(r)
 	api.New(s.core, c.Secrets, log).Mount(r)
 	hooks.New(s.core, op.TicketHook, log).Mount(r)
 	ssf.New(s.core, log).Mount(r)
@@ -272,6 +285,8 @@ func (s *Server) maintain(ctx context.Context) {
 			s.core.MaybeRetain(ctx)
 			s.core.PruneProofs(ctx)
 			s.core.ExpireApprovals(ctx)
+			s.core.EndExpiredSessions(ctx)
+			s.core.PruneOP(ctx)
 		}
 	}
 }

@@ -102,6 +102,10 @@ type SupportIDP struct {
 	ClientID        string `yaml:"client_id"`
 	ClientSecretEnv string `yaml:"client_secret_env"`
 	GroupsClaim     string `yaml:"groups_claim"`
+
+	// ClientSecret is resolved from ClientSecretEnv by Load; "" signs in
+	// as a public client with PKCE.
+	ClientSecret string `yaml:"-"`
 }
 
 // CustomerIDP is an issuer whose tokens authenticate customer users on the
@@ -126,6 +130,9 @@ type Client struct {
 	Audience             string   `yaml:"audience"`
 	CanIntrospect        bool     `yaml:"can_introspect"`
 	BackchannelLogoutURI string   `yaml:"backchannel_logout_uri"`
+	// PostLogoutRedirectURIs are where RP-Initiated Logout may send the
+	// browser afterwards, matched exactly.
+	PostLogoutRedirectURIs []string `yaml:"post_logout_redirect_uris"`
 	// RequireDPoP refuses token requests of this client without a DPoP
 	// proof (RFC 9449 §5.2, dpop_bound_access_tokens).
 	RequireDPoP bool `yaml:"require_dpop"`
@@ -270,6 +277,9 @@ func (c *Config) resolveSecrets(getenv func(string) string) {
 	}
 	if c.Notifications.SMTP.PasswordEnv != "" {
 		c.Notifications.SMTP.Password = getenv(c.Notifications.SMTP.PasswordEnv)
+	}
+	if c.SupportIDP.ClientSecretEnv != "" {
+		c.SupportIDP.ClientSecret = getenv(c.SupportIDP.ClientSecretEnv)
 	}
 	for i := range c.Clients {
 		if c.Clients[i].SecretEnv != "" {
@@ -449,6 +459,11 @@ func (c *Config) validateClients(p *problems) {
 		for j, u := range cl.RedirectURIs {
 			if err := checkURL(u); err != nil {
 				p.add(fmt.Sprintf("%s.redirect_uris[%d]", key, j), "%v", err)
+			}
+		}
+		for j, u := range cl.PostLogoutRedirectURIs {
+			if err := checkURL(u); err != nil {
+				p.add(fmt.Sprintf("%s.post_logout_redirect_uris[%d]", key, j), "%v", err)
 			}
 		}
 		if cl.BackchannelLogoutURI != "" {

@@ -50,6 +50,8 @@ const (
 	StreamCreate        = "ssf.stream.create"
 	StreamUpdate        = "ssf.stream.update"
 	StreamDelete        = "ssf.stream.delete"
+	SessionStart        = "session.start"
+	SessionEnd          = "session.end"
 )
 
 // Outcomes.

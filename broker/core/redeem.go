@@ -55,12 +55,8 @@ func (s *Service) Redeem(ctx context.Context, x Exchange) (*Issued, error) {
 	if !TenantRE.MatchString(x.Tenant) {
 		return nil, fail(KindInvalid, "tenant is not a valid tenant identifier")
 	}
-	audience := x.ClientAudience
-	if x.Audience != "" {
-		if !s.audiences[x.Audience] {
-			return nil, fail(KindTarget, "audience is not a registered product")
-		}
-		audience = x.Audience
+	if x.Audience != "" && !s.audiences[x.Audience] {
+		return nil, fail(KindTarget, "audience is not a registered product")
 	}
 	pol := s.policy.Load()
 	if !isDigits(x.Code, pol.Code.Length) {
@@ -70,11 +66,24 @@ func (s *Service) Redeem(ctx context.Context, x Exchange) (*Issued, error) {
 	if err != nil {
 		return nil, err
 	}
+	is, _, err := s.redeem(ctx, x, eng, false)
+	return is, err
+}
+
+// redeem consumes x's code for eng, and issues tokens unless bindOnly (a
+// redemption in the browser: the authorization code issues them later).
+// The grant is returned in both cases.
+func (s *Service) redeem(ctx context.Context, x Exchange, eng policy.Engineer, bindOnly bool) (*Issued, storage.Grant, error) {
+	pol := s.policy.Load()
+	audience := x.ClientAudience
+	if x.Audience != "" {
+		audience = x.Audience
+	}
 	engActor := audit.Actor{Type: storage.ActorSupportEngineer, ID: eng.Sub, Iss: eng.Iss}
 	if err := pol.CheckEngineer(eng); err != nil {
 		// Refused before any code is looked at: the answer is the same
 		// for a live code and a wrong one, and nothing counts as a guess.
-		return nil, s.redeemFailure(ctx, x.Tenant, engActor, err, err)
+		return nil, storage.Grant{}, s.redeemFailure(ctx, x.Tenant, engActor, err, err)
 	}
 	engClaims, _ := json.Marshal(eng.Claims)
 
@@ -82,7 +91,7 @@ func (s *Service) Redeem(ctx context.Context, x Exchange) (*Issued, error) {
 	defer cancel()
 	tn, err := s.store.Tenant(ctx, x.Tenant)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return nil, unavailable(err)
+		return nil, storage.Grant{}, unavailable(err)
 	}
 	now := s.now()
 	var issued *claims.Claims
@@ -111,9 +120,13 @@ func (s *Service) Redeem(ctx context.Context, x Exchange) (*Issued, error) {
 			denied = err
 			return storage.Issue{}, err
 		}
+		detail := map[string]any{"sub": g.GrantedBy, "act": eng.Sub, "role": d.Role, "client_id": x.ClientID, "audience": audience}
+		if bindOnly {
+			detail["via"] = "authorize"
+			return storage.Issue{Events: []storage.AuditEvent{s.event(engActor, x.Tenant, audit.GrantRedeem, g.ID, audit.Success, detail)}}, nil
+		}
 		is, cl, rt := s.mint(now, x.ClientID, audience, d.Role, scope, &g, pol, x.Binding)
 		issued, refresh = cl, rt
-		detail := map[string]any{"sub": g.GrantedBy, "act": eng.Sub, "role": d.Role, "client_id": x.ClientID, "audience": audience}
 		is.Events = []storage.AuditEvent{
 			s.event(engActor, x.Tenant, audit.GrantRedeem, g.ID, audit.Success, detail),
 			s.event(engActor, x.Tenant, audit.TokenIssue, cl.Jti, audit.Success, detail),
@@ -121,9 +134,13 @@ func (s *Service) Redeem(ctx context.Context, x Exchange) (*Issued, error) {
 		return is, nil
 	})
 	if err != nil {
-		return nil, s.redeemFailure(ctx, x.Tenant, engActor, err, denied)
+		return nil, storage.Grant{}, s.redeemFailure(ctx, x.Tenant, engActor, err, denied)
 	}
-	return s.sign(issued, refresh, g)
+	if bindOnly {
+		return nil, g, nil
+	}
+	is, err := s.sign(issued, refresh, g)
+	return is, g, err
 }
 
 // verifyEngineer verifies the engineer's ID token at the support IdP and
@@ -142,12 +159,18 @@ func (s *Service) verifyEngineer(ctx context.Context, token string) (policy.Engi
 		// OIDC Core §2: sub is REQUIRED; without it no one is accountable.
 		return policy.Engineer{}, fail(KindInvalid, "actor_token has no subject (sub)")
 	}
+	return s.engineer(id), nil
+}
+
+// engineer reads what the policy decides on from an engineer's verified
+// ID token.
+func (s *Service) engineer(id Identity) policy.Engineer {
 	return policy.Engineer{
 		Sub: id.Subject, Iss: id.Issuer, Email: StringClaim(id.Claims, "email"),
 		Groups: StringsClaim(id.Claims, s.cfg.SupportIDP.GroupsClaim),
 		MFA:    slices.Contains(StringsClaim(id.Claims, "amr"), "mfa"),
 		Claims: id.Claims,
-	}, nil
+	}
 }
 
 // redeemFailure maps a redemption that issued nothing to the caller's
@@ -268,6 +291,7 @@ func (s *Service) Refresh(ctx context.Context, r RefreshRequest) (*Issued, error
 				return storage.Issue{}, err
 			}
 			is, cl, newRefresh := s.mint(now, clientID, rt.Audience, rt.Role, scope, &g, pol, r.Binding)
+			is.Token.SID, is.Refresh.SID = rt.SID, rt.SID // still the session it began in
 			issued, refresh = cl, newRefresh
 			a := audit.Actor{Type: storage.ActorSupportEngineer, ID: g.EngineerSub, Iss: g.EngineerIss}
 			is.Events = []storage.AuditEvent{s.event(a, g.TenantID, audit.TokenRefresh, cl.Jti, audit.Success,

@@ -62,6 +62,9 @@ type Config struct {
 	Streams StreamReader
 	Keys    func() signals.Signer
 	Issuer  string
+	// LogoutURIs are the clients' backchannel_logout_uri, by client ID,
+	// for channel "logout".
+	LogoutURIs map[string]string
 }
 
 // Worker delivers outbox messages.
@@ -78,6 +81,8 @@ type Worker struct {
 	keys      func() signals.Signer
 	issuer    string
 	wake      chan struct{}
+
+	logoutURIs map[string]string
 }
 
 // Wake makes the worker look for due messages now rather than at its next
@@ -102,7 +107,7 @@ func New(c Config) *Worker {
 	}
 	w := &Worker{store: c.Store, cfg: c.Notifications, hooks: webhookClient(c.Notifications.AllowLoopbackWebhooks),
 		log: c.Logger, now: c.Now, policySHA: c.PolicySHA,
-		streams: c.Streams, keys: c.Keys, issuer: c.Issuer, wake: make(chan struct{}, 1),
+		streams: c.Streams, keys: c.Keys, issuer: c.Issuer, wake: make(chan struct{}, 1), logoutURIs: c.LogoutURIs,
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "actas_outbox_deliveries_total", Help: "Outbox delivery attempts by channel and result (delivered, failed).",
 		}, []string{"channel", "result"}),
@@ -153,6 +158,8 @@ func (w *Worker) deliver(ctx context.Context, m storage.OutboxMessage) {
 		err = w.sendWebhook(dctx, m)
 	case "ssf":
 		err = w.pushSET(dctx, m)
+	case "logout":
+		err = w.sendLogout(dctx, m)
 	default:
 		err = fmt.Errorf("unknown channel %q", m.Channel)
 	}

@@ -20,6 +20,8 @@ import (
 const (
 	GrantTypeTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
 	GrantTypeRefreshToken  = "refresh_token"
+	// GrantTypeAuthorizationCode redeems a code of the OpenID Provider flow.
+	GrantTypeAuthorizationCode = "authorization_code"
 	// GrantTypeClientCredentials gets a product's SSF stream bearer.
 	GrantTypeClientCredentials = "client_credentials"
 	TokenTypeSupportCode       = "urn:actas:params:oauth:token-type:support-code"
@@ -99,29 +101,43 @@ func (h *Handler) discovery(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	scopes[core.ScopeSSF] = true // client_credentials, for SSF streams
+	scopes["openid"] = true
 	scopeList := make([]string, 0, len(scopes))
 	for sc := range scopes {
 		scopeList = append(scopeList, sc)
 	}
 	slices.Sort(scopeList)
 	doc := map[string]any{
-		"issuer":                                iss,
-		"jwks_uri":                              iss + "/jwks",
-		"token_endpoint":                        iss + "/token",
-		"introspection_endpoint":                iss + "/introspect",
-		"revocation_endpoint":                   iss + "/revoke",
-		"grant_types_supported":                 []string{GrantTypeTokenExchange, GrantTypeRefreshToken, GrantTypeClientCredentials},
-		"response_types_supported":              []string{},
-		"scopes_supported":                      scopeList,
-		"token_endpoint_auth_methods_supported": append([]string{"none"}, authMethods...),
-		"introspection_endpoint_auth_methods_supported": authMethods,
-		"revocation_endpoint_auth_methods_supported":    append([]string{"none"}, authMethods...),
-		"subject_types_supported":                       []string{"public"},
-		"id_token_signing_alg_values_supported":         h.keys.KeySet().Algorithms(),
-		"userinfo_endpoint":                             iss + "/userinfo",
-		"dpop_signing_alg_values_supported":             dpopAlgs,
+		"issuer":                               iss,
+		"jwks_uri":                             iss + "/jwks",
+		"token_endpoint":                       iss + "/token",
+		"introspection_endpoint":               iss + "/introspect",
+		"revocation_endpoint":                  iss + "/revoke",
+		"grant_types_supported":                []string{GrantTypeAuthorizationCode, GrantTypeTokenExchange, GrantTypeRefreshToken, GrantTypeClientCredentials},
+		"authorization_endpoint":               iss + "/authorize",
+		"end_session_endpoint":                 iss + "/logout",
+		"response_types_supported":             []string{"code"},
+		"response_modes_supported":             []string{"query"},
+		"code_challenge_methods_supported":     []string{"S256"},
+		"prompt_values_supported":              []string{"none", "login", "consent"},
+		"backchannel_logout_supported":         true,
+		"backchannel_logout_session_supported": true,
+		// RFC 9207: the iss parameter on every authorization response.
+		"authorization_response_iss_parameter_supported": true,
+		"claims_parameter_supported":                     false,
+		"request_parameter_supported":                    false,
+		"request_uri_parameter_supported":                false,
+		"scopes_supported":                               scopeList,
+		"token_endpoint_auth_methods_supported":          append([]string{"none"}, authMethods...),
+		"introspection_endpoint_auth_methods_supported":  authMethods,
+		"revocation_endpoint_auth_methods_supported":     append([]string{"none"}, authMethods...),
+		"subject_types_supported":                        []string{"public"},
+		"id_token_signing_alg_values_supported":          h.keys.KeySet().Algorithms(),
+		"userinfo_endpoint":                              iss + "/userinfo",
+		"dpop_signing_alg_values_supported":              dpopAlgs,
 		"claims_supported": []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "act",
-			"tenant", "roles", "environments", "resources", "scope", "grant_id", "grant_exp", "ticket", "cnf"},
+			"tenant", "roles", "environments", "resources", "scope", "grant_id", "grant_exp", "ticket", "cnf",
+			"sid", "nonce", "auth_time", "amr", "acr"},
 		// Where and as whom engineers sign in, for the engineer CLI.
 		"actas_support_idp": map[string]string{"issuer": h.supportIDP.Issuer, "client_id": h.supportIDP.ClientID},
 	}

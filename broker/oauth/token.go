@@ -17,6 +17,7 @@ type tokenResponse struct {
 	ExpiresIn       int64  `json:"expires_in"`
 	RefreshToken    string `json:"refresh_token,omitempty"`
 	Scope           string `json:"scope,omitempty"`
+	IDToken         string `json:"id_token,omitempty"`
 }
 
 func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
@@ -25,18 +26,22 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var is *core.Issued
+	var idToken string
 	var err error
 	gt := f["grant_type"]
 	switch gt {
-	case GrantTypeTokenExchange, GrantTypeRefreshToken:
+	case GrantTypeTokenExchange, GrantTypeRefreshToken, GrantTypeAuthorizationCode:
 		var b core.Binding
 		if b, err = h.tokenBinding(r, c); err != nil {
 			break
 		}
-		if gt == GrantTypeTokenExchange {
+		switch gt {
+		case GrantTypeTokenExchange:
 			is, err = h.exchange(r.Context(), c, f, b)
-		} else {
+		case GrantTypeRefreshToken:
 			is, err = h.refresh(r.Context(), c, f, b)
+		default:
+			is, idToken, err = h.authorizationCode(r.Context(), c, f, b)
 		}
 	case GrantTypeClientCredentials:
 		h.clientCredentials(w, r, c, f)
@@ -44,7 +49,7 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 	case "":
 		err = ErrInvalidRequest.With(`missing parameter "grant_type"`)
 	default:
-		err = ErrUnsupportedGrantType.With("supported grant types: " + GrantTypeTokenExchange + ", refresh_token, client_credentials")
+		err = ErrUnsupportedGrantType.With("supported grant types: authorization_code, " + GrantTypeTokenExchange + ", refresh_token, client_credentials")
 		gt = "other"
 	}
 	if err != nil {
@@ -58,10 +63,33 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 	if is.Claims.Cnf != nil {
 		tokenType = dpop.TokenType // RFC 9449 §5
 	}
-	httpx.WriteJSON(w, http.StatusOK, tokenResponse{
+	res := tokenResponse{
 		AccessToken: is.AccessToken, IssuedTokenType: TokenTypeAccessToken, TokenType: tokenType,
-		ExpiresIn: is.ExpiresIn, RefreshToken: is.RefreshToken, Scope: is.Scope,
+		ExpiresIn: is.ExpiresIn, RefreshToken: is.RefreshToken, Scope: is.Scope, IDToken: idToken,
+	}
+	if gt == GrantTypeAuthorizationCode {
+		res.IssuedTokenType = "" // an RFC 8693 member only
+	}
+	httpx.WriteJSON(w, http.StatusOK, res)
+}
+
+// authorizationCode is RFC 6749 §4.1.3 with RFC 7636 §4.5: the code, the
+// redirect_uri it was issued for and the PKCE verifier, by the client it
+// was issued to (OIDC Core §3.1.3.2).
+func (h *Handler) authorizationCode(ctx context.Context, c *client, f form, b core.Binding) (*core.Issued, string, error) {
+	if oe := f.require("code", "redirect_uri", "code_verifier"); oe != nil {
+		return nil, "", oe
+	}
+	if len(c.RedirectURIs) == 0 {
+		return nil, "", ErrUnauthorizedClient.With("this client has no redirect_uris: it may not use the authorization code flow")
+	}
+	is, idt, err := h.core.ExchangeCode(ctx, core.CodeExchange{
+		ClientID: c.ID, ClientAudience: c.Audience, Code: f["code"], RedirectURI: f["redirect_uri"], Verifier: f["code_verifier"], Binding: b,
 	})
+	if ce := core.As(err); ce != nil && ce.Kind == core.KindDenied {
+		return nil, "", ErrInvalidGrant.With("access denied by policy: " + ce.Message)
+	}
+	return is, idt, err
 }
 
 // exchange checks the RFC 8693 parameters and redeems the support code.

@@ -72,6 +72,11 @@ func (s Keys) CodeHash(tenant, code string) []byte { return MAC(s.code, tenant, 
 // RefreshHash is the stored form of a refresh token.
 func (s Keys) RefreshHash(token string) []byte { return MAC(s.refresh, token) }
 
+// OPHash is the stored form of a secret of the OpenID Provider flow
+// (kind "session", "browser" or "code"): a keyed hash, domain-separated by
+// kind, so that a leaked table yields no cookie or code.
+func (s Keys) OPHash(kind, value string) []byte { return MAC(s.refresh, "op-"+kind, value) }
+
 // SCIMHash is what storage keeps of a SCIM bearer (the refresh key, in
 // its own length-prefixed domain).
 func (s Keys) SCIMHash(token string) []byte { return MAC(s.refresh, "scim-bearer", token) }
