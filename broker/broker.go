@@ -27,6 +27,7 @@ import (
 	"github.com/actas/actas/broker/signals"
 	"github.com/actas/actas/broker/ssf"
 	"github.com/actas/actas/broker/upstream"
+	"github.com/actas/actas/broker/web"
 	"github.com/actas/actas/claims"
 	"github.com/actas/actas/config"
 	"github.com/actas/actas/policy"
@@ -147,6 +148,7 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	})
 	oauth.New(s.core, s.keys, op, log, c.Registry).Mount(r)
 	authorize.New(s.core, op, c.HTTPClient, log).Mount(r)
+	r.PathPrefix("/assets/").Handler(web.Assets()).Methods(http.MethodGet)
 	api.New(s.core, c.Secrets, log).Mount(r)
 	hooks.New(s.core, op.TicketHook, log).Mount(r)
 	ssf.New(s.core, log).Mount(r)

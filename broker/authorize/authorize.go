@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/actas/actas/broker/core"
+	"github.com/actas/actas/broker/web"
 	"github.com/actas/actas/config"
 	"github.com/actas/actas/storage"
 )
@@ -57,7 +58,6 @@ func (h *Handler) Mount(r *mux.Router) {
 	r.Handle("/authorize/confirm", cop.Handler(http.HandlerFunc(h.confirm))).Methods(http.MethodPost)
 	r.HandleFunc("/logout", h.logout).Methods(http.MethodGet)
 	r.Handle("/logout", cop.Handler(http.HandlerFunc(h.logout))).Methods(http.MethodPost)
-	r.PathPrefix("/assets/").Handler(assetHandler()).Methods(http.MethodGet)
 }
 
 // authorize validates an OIDC Core §3.1.2.1 authentication request. Until
@@ -147,8 +147,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 		h.pages.failErr(w, r, err, "")
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: requestCookie + a.ID, Value: browser, Path: "/", MaxAge: int(core.AuthRequestTTL / time.Second),
-		HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, web.Cookie(requestCookie+a.ID, browser, core.AuthRequestTTL))
 	if sess, err := h.session(r); err == nil && !slices.Contains(prompts, "login") && (maxAge < 0 || h.core.Now().Sub(sess.AuthTime) <= time.Duration(maxAge)*time.Second) {
 		http.Redirect(w, r, "/authorize/continue?req="+url.QueryEscape(a.ID), http.StatusSeeOther)
 		return
@@ -196,8 +195,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		h.pages.failErr(w, r, err, "")
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: secret, Path: "/", MaxAge: int(core.SessionMaxAge / time.Second),
-		HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, web.Cookie(sessionCookie, secret, core.SessionMaxAge))
 	// The product asked for a fresh sign-in (prompt=login, max_age): if
 	// the support IdP did not re-authenticate, say so rather than pretend
 	// (OIDC Core §3.1.2.1).

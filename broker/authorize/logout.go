@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+
+	"github.com/actas/actas/broker/web"
 )
 
 type logoutView struct {
@@ -25,7 +27,7 @@ type signedOutView struct {
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	var p url.Values
 	if r.Method == http.MethodPost {
-		if err := parseForm(w, r); err != nil {
+		if err := web.ParseForm(w, r); err != nil {
 			h.pages.fail(w, r, http.StatusBadRequest, "This logout request is malformed.", "")
 			return
 		}
@@ -73,7 +75,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, web.Cookie(sessionCookie, "", -1))
 	if redirect != "" {
 		http.Redirect(w, r, redirect, http.StatusSeeOther)
 		return

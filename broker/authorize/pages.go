@@ -1,12 +1,8 @@
 package authorize
 
 import (
-	"bytes"
 	"embed"
 	"encoding/json"
-	"fmt"
-	"html/template"
-	"io/fs"
 	"net/http"
 	"net/url"
 	"strings"
@@ -14,88 +10,22 @@ import (
 
 	"github.com/actas/actas/broker/core"
 	"github.com/actas/actas/broker/httpx"
+	"github.com/actas/actas/broker/web"
 	"github.com/actas/actas/storage"
 )
 
 //go:embed templates/*.html
 var templateFS embed.FS
 
-//go:embed assets
-var assetFS embed.FS
-
-// assetHandler serves the embedded stylesheet; nothing comes from a CDN.
-func assetHandler() http.Handler {
-	sub, _ := fs.Sub(assetFS, "assets")
-	files := http.StripPrefix("/assets/", http.FileServerFS(sub))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		files.ServeHTTP(w, r)
-	})
-}
-
-// pages renders the provider's HTML pages: one template per page plus the
-// layout, a view struct each.
-type pages struct {
-	t map[string]*template.Template
-}
+// pages renders the provider's HTML pages through the shared layout.
+type pages struct{ *web.Pages }
 
 func newPages() *pages {
-	funcs := template.FuncMap{
-		"when": func(t time.Time) string { return t.UTC().Format("Mon 2 Jan 2006, 15:04 MST") },
-		"iso":  func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"in":   relative,
-		"join": func(l []string) string { return strings.Join(l, ", ") },
-	}
-	p := &pages{t: map[string]*template.Template{}}
-	for _, name := range []string{"choose", "confirm", "error", "refused", "logout", "signedout"} {
-		p.t[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html"))
-	}
-	return p
+	return &pages{web.NewPages(templateFS, "choose", "confirm", "error", "refused", "logout", "signedout")}
 }
 
-// relative says how far t is from now, in words.
-func relative(t time.Time) string {
-	d := time.Until(t).Round(time.Minute)
-	past := d < 0
-	if past {
-		d = -d
-	}
-	var s string
-	switch {
-	case d < time.Minute:
-		return "now"
-	case d < time.Hour:
-		s = fmt.Sprintf("%d min", int(d.Minutes()))
-	case d < 48*time.Hour:
-		s = fmt.Sprintf("%d h %d min", int(d.Hours()), int(d.Minutes())%60)
-	default:
-		s = fmt.Sprintf("%d days", int(d.Hours()/24))
-	}
-	if past {
-		return s + " ago"
-	}
-	return "in " + s
-}
-
-// render writes a page with the headers every page carries: a CSP that
-// allows nothing but this origin's own files (no inline script or style),
-// no framing, no caching, no referrer (a page URL names a request).
 func (p *pages) render(w http.ResponseWriter, status int, name string, view any) {
-	var buf bytes.Buffer
-	if err := p.t[name].Execute(&buf, view); err != nil {
-		http.Error(w, "the page could not be rendered", http.StatusInternalServerError)
-		return
-	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(buf.Bytes())
+	p.Render(w, status, name, view)
 }
 
 type errorView struct {
@@ -233,7 +163,7 @@ type confirmView struct {
 // chosen takes the engineer's choice: one of their live grants, or a
 // tenant and support code to redeem (token exchange's own redemption).
 func (h *Handler) chosen(w http.ResponseWriter, r *http.Request) {
-	if err := parseForm(w, r); err != nil {
+	if err := web.ParseForm(w, r); err != nil {
 		h.pages.fail(w, r, http.StatusBadRequest, "This form is malformed.", "")
 		return
 	}
@@ -267,7 +197,7 @@ func (h *Handler) chosen(w http.ResponseWriter, r *http.Request) {
 // confirm answers the request: with a code for the confirmed grant
 // (OIDC Core §3.1.2.5, with RFC 9207's iss), or access_denied.
 func (h *Handler) confirm(w http.ResponseWriter, r *http.Request) {
-	if err := parseForm(w, r); err != nil {
+	if err := web.ParseForm(w, r); err != nil {
 		h.pages.fail(w, r, http.StatusBadRequest, "This form is malformed.", "")
 		return
 	}
@@ -275,7 +205,7 @@ func (h *Handler) confirm(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: requestCookie + a.ID, Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, web.Cookie(requestCookie+a.ID, "", -1))
 	if r.PostForm.Get("decision") != "allow" {
 		h.redirectError(w, r, a.RedirectURI, a.State, "access_denied", "the engineer cancelled")
 		return
@@ -290,13 +220,4 @@ func (h *Handler) confirm(w http.ResponseWriter, r *http.Request) {
 		v.Set("state", a.State)
 	}
 	http.Redirect(w, r, withQuery(a.RedirectURI, v), http.StatusSeeOther)
-}
-
-// parseForm reads a page's form POST: form-encoded, at most 16 KiB.
-func parseForm(w http.ResponseWriter, r *http.Request) error {
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
-		return fmt.Errorf("content type %q", ct)
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-	return r.ParseForm()
 }
