@@ -26,6 +26,7 @@ import (
 	"github.com/actas/actas/broker/secrets"
 	"github.com/actas/actas/broker/signals"
 	"github.com/actas/actas/broker/ssf"
+	"github.com/actas/actas/broker/ui"
 	"github.com/actas/actas/broker/upstream"
 	"github.com/actas/actas/broker/web"
 	"github.com/actas/actas/claims"
@@ -65,6 +66,9 @@ type Server struct {
 	metrics http.Handler // nil: /metrics is on the main listener
 	// draining is set when shutdown starts: /readyz answers 503 from then.
 	draining atomic.Bool
+	// stopping closes when the listener shuts down, ending the live feeds
+	// (Shutdown waits for handlers and cancels no request).
+	stopping chan struct{}
 }
 
 // New builds a server: it loads (or creates) the signing keys; it does not
@@ -105,15 +109,19 @@ func New(ctx context.Context, c Config) (*Server, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	m := registerMetrics(c.Registry, c.Store)
-	customers := map[string]core.Verifier{}
+	customers, pageVerifiers := map[string]core.Verifier{}, map[string]core.Verifier{}
 	for _, ci := range op.CustomerIDPs {
 		customers[ci.Issuer] = upstream.New(ci.Issuer, ci.Audience, c.HTTPClient, c.Now, c.JWKSCooldown).CountFetches(m.jwksFetches)
+		if ci.ClientID != "" {
+			// The page's sign-in: ID tokens for actas's client there.
+			pageVerifiers[ci.Issuer] = upstream.New(ci.Issuer, ci.ClientID, c.HTTPClient, c.Now, c.JWKSCooldown).IDTokensOnly().CountFetches(m.jwksFetches)
+		}
 	}
 	s.core, err = core.New(core.Config{
 		Operator: op, Policy: c.Policy, Store: c.Store, Secrets: c.Secrets, Keys: s.keys,
 		Support: upstream.New(op.SupportIDP.Issuer, op.SupportIDP.ClientID, c.HTTPClient, c.Now, c.JWKSCooldown).
 			IDTokensOnly().CountFetches(m.jwksFetches),
-		Customers: customers, Logger: log, Now: c.Now, ClockSkew: c.ClockSkew,
+		Customers: customers, PageVerifiers: pageVerifiers, Logger: log, Now: c.Now, ClockSkew: c.ClockSkew,
 		ReloadFailures: m.reloadFailures, Lockouts: m.lockouts,
 	})
 	if err != nil {
@@ -148,6 +156,8 @@ func New(ctx context.Context, c Config) (*Server, error) {
 	})
 	oauth.New(s.core, s.keys, op, log, c.Registry).Mount(r)
 	authorize.New(s.core, op, c.HTTPClient, log).Mount(r)
+	s.stopping = make(chan struct{})
+	ui.New(s.core, op, c.HTTPClient, log, s.stopping).Mount(r)
 	r.PathPrefix("/assets/").Handler(web.Assets()).Methods(http.MethodGet)
 	api.New(s.core, c.Secrets, log).Mount(r)
 	hooks.New(s.core, op.TicketHook, log).Mount(r)
@@ -214,6 +224,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(func() { close(s.stopping) })
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	var msrv *http.Server
@@ -237,6 +248,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	go func() { defer close(outboxDone); s.outbox.Run(ctx) }()
 	maintDone := make(chan struct{})
 	go func() { defer close(maintDone); s.maintain(ctx) }()
+	feedDone := make(chan struct{})
+	go func() { defer close(feedDone); s.core.RunFeed(ctx) }()
 	var err error
 	select {
 	case err = <-errc:
@@ -257,6 +270,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	<-maintDone
 	<-outboxDone
+	<-feedDone
 	// Requests have drained: write every count. A failure is the exit
 	// status, not a silent loss.
 	fctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

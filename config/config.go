@@ -119,6 +119,13 @@ type CustomerIDP struct {
 	// SCIMSubject is the SCIM attribute equal to sub in this issuer's
 	// tokens: externalId (default) or userName.
 	SCIMSubject string `yaml:"scim_subject"`
+	// ClientID is actas's client at this IdP for the self-service page's
+	// sign-in (redirect {issuer}/ui/callback); "" offers no page sign-in.
+	ClientID        string `yaml:"client_id"`
+	ClientSecretEnv string `yaml:"client_secret_env"`
+	// ClientSecret is resolved from ClientSecretEnv; "" signs in as a
+	// public client with PKCE.
+	ClientSecret string `yaml:"-"`
 }
 
 // Client is a registered OAuth client (a product). A client without
@@ -281,6 +288,11 @@ func (c *Config) resolveSecrets(getenv func(string) string) {
 	if c.SupportIDP.ClientSecretEnv != "" {
 		c.SupportIDP.ClientSecret = getenv(c.SupportIDP.ClientSecretEnv)
 	}
+	for i := range c.CustomerIDPs {
+		if env := c.CustomerIDPs[i].ClientSecretEnv; env != "" {
+			c.CustomerIDPs[i].ClientSecret = getenv(env)
+		}
+	}
 	for i := range c.Clients {
 		if c.Clients[i].SecretEnv != "" {
 			c.Clients[i].Secret = getenv(c.Clients[i].SecretEnv)
@@ -384,6 +396,9 @@ func (c *Config) validateIdPs(p *problems, getenv func(string) string) {
 		issuers[idp.Issuer] = true
 		if idp.Audience == "" {
 			p.add(key+".audience", "required")
+		}
+		if env := idp.ClientSecretEnv; env != "" && (idp.ClientID == "" || getenv(env) == "") {
+			p.add(key+".client_secret_env", "needs client_id and a non-empty environment variable %s", env)
 		}
 		if idp.TenantClaim == "" {
 			p.add(key+".tenant_claim", "required")

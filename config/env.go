@@ -96,6 +96,9 @@ func UnknownEnv(c *Config, environ []string) []string {
 	for _, cl := range c.Clients {
 		known[cl.SecretEnv] = true
 	}
+	for _, ci := range c.CustomerIDPs {
+		known[ci.ClientSecretEnv] = true
+	}
 	names := make([]string, 0, len(known))
 	for n := range known {
 		names = append(names, n)

@@ -106,12 +106,11 @@ func button(text string) chromedp.Search {
 	return chromedp.Search(`//button[normalize-space()="` + text + `"]`)
 }
 
-// fill types into the control labelled label.
+// fill sets the control labelled label to value, replacing what it held.
 func fill(label, value string) chromedp.Action[chromedp.Void] {
 	return chromedp.Steps(
 		chromedp.WaitVisible(byLabel(label)),
-		chromedp.Clear(byLabel(label)),
-		chromedp.SendKeys(byLabel(label), value),
+		chromedp.SetValue(byLabel(label), value),
 	)
 }
 
@@ -140,4 +139,17 @@ func (b *browser) shot(t *testing.T, name string) {
 	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitURL waits until the page's address contains want.
+func (b *browser) waitURL(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(b.url(t), want) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("the browser never reached %q; it is at %s", want, b.url(t))
 }

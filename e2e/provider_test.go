@@ -51,10 +51,12 @@ func TestProviderFlow(t *testing.T) {
 	_, code := f.grant(t, "acme", admin, map[string]any{"role": "manage", "environments": []string{"production"}, "expires_in": 7200})
 
 	b := newBrowser(t, true)
+	axe := newAxe(t)
 	f.queueEngineer("alice", "support")
 	b.run(t, "start sign-in at the product", chromedp.Navigate(f.rp.url("/login")))
 	b.waitText(t, "Whom will you act as?")
 	b.waitText(t, "You hold no live grant")
+	axe.check(t, b, "provider: choose")
 	b.shot(t, "provider-choose")
 
 	t.Run("fail/a wrong code is a counted failed redemption", func(t *testing.T) {
@@ -81,6 +83,7 @@ func TestProviderFlow(t *testing.T) {
 	t.Run("ok/redeem, confirm, signed in as the customer", func(t *testing.T) {
 		b.run(t, "enter the code", fill("Customer tenant", "acme"), fill("Support code", code), click("Redeem code"))
 		b.waitText(t, "Act as admin@acme.example?")
+		axe.check(t, b, "provider: confirm")
 		b.shot(t, "provider-confirm")
 		page := b.text(t)
 		for _, want := range []string{"manage", "production", "recorded in their audit log", "Access ends"} {
@@ -111,6 +114,7 @@ func TestProviderFlow(t *testing.T) {
 	t.Run("ok/second sign-in offers the live grant", func(t *testing.T) {
 		b.run(t, "sign in again", chromedp.Navigate(f.rp.url("/login")))
 		b.waitText(t, "Your live grants")
+		axe.check(t, b, "provider: live grants")
 		b.shot(t, "provider-live-grants")
 		b.run(t, "pick the grant", click("Continue"))
 		b.waitText(t, "Act as admin@acme.example?")
@@ -194,6 +198,7 @@ func TestProviderFlow(t *testing.T) {
 		bad := f.base + "/logout?" + url.Values{"id_token_hint": {hint}, "post_logout_redirect_uri": {"https://evil.example/"}}.Encode()
 		b.run(t, "logout to an unregistered URI", chromedp.Navigate(bad))
 		b.waitText(t, "has not registered for after logout")
+		axe.check(t, b, "provider: error")
 		if u := b.url(t); !strings.HasPrefix(u, f.base) {
 			t.Fatalf("the browser left actas for %s", u)
 		}
@@ -274,6 +279,7 @@ func TestProviderRefusals(t *testing.T) {
 		f.queueEngineer("mallory", "sales")
 		b.run(t, "sign in", chromedp.Navigate(f.rp.url("/login")))
 		b.waitText(t, "You may not act as a customer")
+		newAxe(t).check(t, b, "provider: refused")
 		b.shot(t, "provider-refused")
 		if page := b.text(t); strings.Contains(page, "Support code") {
 			t.Fatalf("a refused engineer was offered the code form:\n%s", page)

@@ -10,6 +10,9 @@ const (
 	// SessionEngineer is a support engineer signed in at the support IdP
 	// through actas's OpenID Provider flow.
 	SessionEngineer = "engineer"
+	// SessionCustomer is a customer user signed in at their own IdP on
+	// the self-service page.
+	SessionCustomer = "customer"
 )
 
 // Session is a browser session at actas, a row so that any replica serves
@@ -33,13 +36,15 @@ type Session struct {
 	EndedAt    time.Time // zero while live
 }
 
-// AuthRequest is an OIDC authorization request in progress: what the
-// client asked for, and the upstream sign-in it waits on. BrowserHash
+// AuthRequest is a sign-in in progress: an OIDC authorization request of
+// a client (ClientID set) waiting on the engineer's sign-in at Upstream,
+// or a customer's sign-in to the self-service page (ClientID ""). BrowserHash
 // binds it to the browser that started it (a cookie), so that a link to
 // its pages or to the upstream callback is useless in another browser.
 type AuthRequest struct {
 	ID               string
 	BrowserHash      []byte
+	Upstream         string // the issuer the person signs in at
 	ClientID         string
 	RedirectURI      string
 	Scope            string
@@ -78,11 +83,11 @@ type AuthCode struct {
 type OPStore interface {
 	// CreateSession stores a new session.
 	CreateSession(ctx context.Context, s Session) error
-	// SessionBySecret returns the live session whose secret hashes to
-	// hash, recording the use at now when the last one is older than a
+	// SessionBySecret returns the live session of kind whose secret hashes
+	// to hash, recording the use at now when the last one is older than a
 	// minute; ErrNotFound if none is live (ended, past ExpiresAt, or idle
 	// since before idleSince).
-	SessionBySecret(ctx context.Context, hash []byte, now, idleSince time.Time) (Session, error)
+	SessionBySecret(ctx context.Context, kind string, hash []byte, now, idleSince time.Time) (Session, error)
 	// EndSession ends a session: the access and refresh tokens issued in
 	// it are revoked (ev written for each grant they belong to, target and
 	// tenant filled in) and every client that holds them and takes
@@ -109,6 +114,15 @@ type OPStore interface {
 	// for (RFC 6749 §4.1.2: what it issued is revoked), with reuse as the
 	// event. Every failure is ErrNotFound, as for an unknown code.
 	ExchangeAuthCode(ctx context.Context, hash []byte, bind AuthCode, now time.Time, reuse AuditEvent, issue func(Grant, AuthCode) (Issue, error)) (Grant, AuthCode, error)
+
+	// GrantsLastUse returns, for each of the tenant's grants ids that has
+	// one, the latest first use of any of its tokens.
+	GrantsLastUse(ctx context.Context, tenantID string, ids []string) (map[string]time.Time, error)
+	// AuditAfter returns up to limit events of every tenant with an id
+	// above afterID, oldest first: what the live feed tails.
+	AuditAfter(ctx context.Context, afterID int64, limit int) ([]AuditEvent, error)
+	// LastAuditID is the highest audit event id, 0 for none.
+	LastAuditID(ctx context.Context) (int64, error)
 
 	// EngineerGrants lists the live grants an engineer redeemed, newest first.
 	EngineerGrants(ctx context.Context, sub, iss string, now time.Time) ([]Grant, error)

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/actas/actas/broker/core"
+	"github.com/actas/actas/broker/upstream"
 	"github.com/actas/actas/broker/web"
 	"github.com/actas/actas/config"
 	"github.com/actas/actas/storage"
@@ -32,7 +33,7 @@ type Handler struct {
 	core     *core.Service
 	clients  map[string]config.Client
 	issuer   string
-	upstream *supportIdP
+	upstream *upstream.SignIn
 	pages    *pages
 	log      *slog.Logger
 }
@@ -40,7 +41,7 @@ type Handler struct {
 // New builds the surface; client is what reaches the support IdP.
 func New(svc *core.Service, op *config.Config, client *http.Client, log *slog.Logger) *Handler {
 	h := &Handler{core: svc, clients: map[string]config.Client{}, issuer: op.Issuer, log: log, pages: newPages(),
-		upstream: &supportIdP{cfg: op.SupportIDP, redirect: op.Issuer + "/authorize/callback", client: client}}
+		upstream: upstream.SupportSignIn(op.SupportIDP, op.Issuer+"/authorize/callback", client)}
 	for _, c := range op.Clients {
 		h.clients[c.ID] = c
 	}
@@ -157,7 +158,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 
 // toUpstream sends the browser to the support IdP to sign in.
 func (h *Handler) toUpstream(w http.ResponseWriter, r *http.Request, a storage.AuthRequest, forceLogin bool) {
-	u, err := h.upstream.authURL(r.Context(), a, forceLogin)
+	u, err := h.upstream.AuthURL(r.Context(), a, forceLogin)
 	if err != nil {
 		h.log.ErrorContext(r.Context(), "authorize: support IdP", "err", err)
 		h.pages.fail(w, r, http.StatusServiceUnavailable, "The support identity provider cannot be reached. Try again in a moment.", a.ID)
@@ -180,7 +181,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		h.redirectError(w, r, a.RedirectURI, a.State, "access_denied", "the engineer did not sign in at the support identity provider")
 		return
 	}
-	raw, err := h.upstream.exchange(r.Context(), a, q.Get("code"))
+	raw, err := h.upstream.Exchange(r.Context(), a, q.Get("code"))
 	if err != nil {
 		h.log.WarnContext(r.Context(), "authorize: support IdP code exchange", "err", err)
 		h.pages.fail(w, r, http.StatusBadGateway, "The support identity provider did not complete your sign-in. Start again from the product.", "")
@@ -214,7 +215,11 @@ func (h *Handler) request(r *http.Request, id string) (storage.AuthRequest, erro
 	if err != nil {
 		return storage.AuthRequest{}, core.ErrAuthRequest
 	}
-	return h.core.AuthRequest(r.Context(), id, c.Value)
+	a, err := h.core.AuthRequest(r.Context(), id, c.Value)
+	if err == nil && a.ClientID == "" {
+		return storage.AuthRequest{}, core.ErrAuthRequest // a customer's sign-in, not a client's request
+	}
+	return a, err
 }
 
 // session returns the engineer's live session, from its cookie.
@@ -223,7 +228,7 @@ func (h *Handler) session(r *http.Request) (storage.Session, error) {
 	if err != nil {
 		return storage.Session{}, errors.New("no session cookie")
 	}
-	return h.core.Session(r.Context(), c.Value)
+	return h.core.Session(r.Context(), storage.SessionEngineer, c.Value)
 }
 
 // errorURL is redirect with an RFC 6749 §4.1.2.1 error and the RFC 9207

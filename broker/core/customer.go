@@ -55,6 +55,14 @@ func (s *Service) AuthenticateCustomer(ctx context.Context, token string) (*Cust
 		s.log.InfoContext(ctx, "customer token rejected", "err", err)
 		return nil, errUnauthenticated
 	}
+	return s.customerFrom(ctx, ci, id, true)
+}
+
+// customerFrom reads a customer from a verified ID token of ci. A fresh
+// token's role is noted (a lower one than last seen is a demotion); a
+// session's snapshot is not fresh, so a role changed since sign-in, or a
+// deactivation, refuses it instead: only a fresh token may say more.
+func (s *Service) customerFrom(ctx context.Context, ci *customerIssuer, id Identity, fresh bool) (*Customer, error) {
 	cu := &Customer{Sub: id.Subject, Iss: id.Issuer, Tenant: StringClaim(id.Claims, ci.TenantClaim),
 		Role: StringClaim(id.Claims, ci.RoleClaim), Email: StringClaim(id.Claims, "email"), Claims: id.Claims}
 	if cu.Sub == "" {
@@ -69,13 +77,34 @@ func (s *Service) AuthenticateCustomer(ctx context.Context, token string) (*Cust
 	if err := s.checkTenantIssuer(ctx, cu); err != nil {
 		return nil, err
 	}
-	if err := s.noteRole(ctx, cu); err != nil {
+	if fresh {
+		if err := s.noteRole(ctx, cu); err != nil {
+			return nil, err
+		}
+	} else if err := s.sameRole(ctx, cu); err != nil {
 		return nil, err
 	}
 	if cu.Admin && cu.Email != "" {
 		s.seeAdmin(ctx, cu)
 	}
 	return cu, nil
+}
+
+var errRoleChanged = coded(KindUnauthenticated, "unauthorized", "your role or account changed since you signed in; sign in again")
+
+// sameRole refuses a session whose user's known role is no longer the one
+// they signed in with (a directory change, or a fresher token).
+func (s *Service) sameRole(ctx context.Context, cu *Customer) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	known, err := s.store.KnownRole(ctx, cu.Tenant, cu.Sub, cu.Iss)
+	if err != nil {
+		return unavailable(err)
+	}
+	if known != cu.Role {
+		return errRoleChanged
+	}
+	return nil
 }
 
 // errTenantBound refuses a token of one configured customer issuer for a

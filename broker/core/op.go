@@ -43,6 +43,9 @@ func (s *Service) NewAuthRequest(ctx context.Context, a storage.AuthRequest) (st
 	browser := randomToken(32)
 	now := s.now()
 	a.ID, a.BrowserHash = randomToken(18), s.secrets.OPHash("browser", browser)
+	if a.ClientID != "" {
+		a.Upstream = s.cfg.SupportIDP.Issuer
+	}
 	a.UpstreamNonce, a.UpstreamVerifier = randomToken(18), randomToken(32)
 	a.CreatedAt, a.ExpiresAt = now, now.Add(AuthRequestTTL)
 	ctx, cancel := s.bound(ctx)
@@ -137,15 +140,15 @@ func (s *Service) SignInEngineer(ctx context.Context, a storage.AuthRequest, raw
 
 var errNoSession = fail(KindUnauthenticated, "not signed in")
 
-// Session returns the live session of a cookie's secret.
-func (s *Service) Session(ctx context.Context, secret string) (storage.Session, error) {
+// Session returns the live session of kind of a cookie's secret.
+func (s *Service) Session(ctx context.Context, kind, secret string) (storage.Session, error) {
 	if secret == "" || len(secret) > 128 {
 		return storage.Session{}, errNoSession
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	now := s.now()
-	sess, err := s.store.SessionBySecret(ctx, s.secrets.OPHash("session", secret), now, now.Add(-SessionIdle))
+	sess, err := s.store.SessionBySecret(ctx, kind, s.secrets.OPHash("session", secret), now, now.Add(-SessionIdle))
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 		return sess, errNoSession
@@ -280,7 +283,7 @@ func (s *Service) ExchangeCode(ctx context.Context, x CodeExchange) (*Issued, st
 			issued, refresh = cl, rt
 			a := audit.Actor{Type: storage.ActorSupportEngineer, ID: g.EngineerSub, Iss: g.EngineerIss}
 			is.Events = []storage.AuditEvent{s.event(a, g.TenantID, audit.TokenIssue, cl.Jti, audit.Success,
-				map[string]any{"sub": g.GrantedBy, "act": g.EngineerSub, "grant_id": g.ID, "client_id": x.ClientID, "sid": c.SessionID, "via": "authorization_code"})}
+				map[string]any{"sub": g.GrantedBy, "act": g.EngineerSub, "act_email": g.EngineerEmail, "grant_id": g.ID, "client_id": x.ClientID, "sid": c.SessionID, "via": "authorization_code"})}
 			return is, nil
 		})
 	var pd *policy.Denied

@@ -120,7 +120,7 @@ func (s *Service) redeem(ctx context.Context, x Exchange, eng policy.Engineer, b
 			denied = err
 			return storage.Issue{}, err
 		}
-		detail := map[string]any{"sub": g.GrantedBy, "act": eng.Sub, "role": d.Role, "client_id": x.ClientID, "audience": audience}
+		detail := map[string]any{"sub": g.GrantedBy, "act": eng.Sub, "act_email": eng.Email, "grant_id": g.ID, "role": d.Role, "client_id": x.ClientID, "audience": audience}
 		if bindOnly {
 			detail["via"] = "authorize"
 			return storage.Issue{Events: []storage.AuditEvent{s.event(engActor, x.Tenant, audit.GrantRedeem, g.ID, audit.Success, detail)}}, nil
@@ -295,7 +295,7 @@ func (s *Service) Refresh(ctx context.Context, r RefreshRequest) (*Issued, error
 			issued, refresh = cl, newRefresh
 			a := audit.Actor{Type: storage.ActorSupportEngineer, ID: g.EngineerSub, Iss: g.EngineerIss}
 			is.Events = []storage.AuditEvent{s.event(a, g.TenantID, audit.TokenRefresh, cl.Jti, audit.Success,
-				map[string]any{"sub": g.GrantedBy, "act": g.EngineerSub, "grant_id": g.ID, "client_id": clientID})}
+				map[string]any{"sub": g.GrantedBy, "act": g.EngineerSub, "act_email": g.EngineerEmail, "grant_id": g.ID, "client_id": clientID})}
 			return is, nil
 		})
 	var pd *policy.Denied

@@ -53,8 +53,11 @@ type Config struct {
 	// bearer tokens, by issuer.
 	Support   Verifier
 	Customers map[string]Verifier
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// PageVerifiers verify the ID tokens of the self-service page's
+	// sign-in, by issuer (audience: the page's client_id there).
+	PageVerifiers map[string]Verifier
+	Logger        *slog.Logger
+	Now           func() time.Time
 	// ClockSkew is the leeway on token times. Default 30s.
 	ClockSkew time.Duration
 	// ReloadFailures counts rejected policy reloads, Lockouts tenant
@@ -77,10 +80,13 @@ type Service struct {
 	audiences map[string]bool
 	support   Verifier
 	customers map[string]*customerIssuer
-	reloadErr Counter
-	lockouts  Counter
-	inputs    *boundcache.Cache[string, inputs] // decoded claim snapshots by grant ID
-	usage     usage
+	// pageVerifiers: see Config.PageVerifiers.
+	pageVerifiers map[string]Verifier
+	feed          *feed
+	reloadErr     Counter
+	lockouts      Counter
+	inputs        *boundcache.Cache[string, inputs] // decoded claim snapshots by grant ID
+	usage         usage
 	// seenAdmins throttles recording admin addresses to once an hour.
 	seenAdmins *boundcache.Cache[string, time.Time]
 	// lastBadPolicy is the sha256 of the last policy content that failed
@@ -115,7 +121,9 @@ func New(c Config) (*Service, error) {
 		cfg: c.Operator, store: c.Store, secrets: c.Secrets, keys: c.Keys, log: c.Logger, now: c.Now, skew: c.ClockSkew,
 		audiences: map[string]bool{}, support: c.Support, customers: map[string]*customerIssuer{}, reloadErr: c.ReloadFailures, lockouts: c.Lockouts,
 		inputs: boundcache.New[string, inputs](65536), seenAdmins: boundcache.New[string, time.Time](16384),
+		pageVerifiers: c.PageVerifiers,
 	}
+	s.feed = newFeed(s)
 	s.timeout = c.Operator.StorageTimeout.Std()
 	if s.timeout <= 0 {
 		s.timeout = 2 * time.Second

@@ -39,11 +39,16 @@ type Pages struct {
 	t map[string]*template.Template
 }
 
-// NewPages parses name.html from fsys for each name, with the layout.
+// NewPages parses templates/name.html from fsys for each name, with the
+// layout and the surface's partials (templates/_*.html).
 func NewPages(fsys fs.FS, names ...string) *Pages {
 	p := &Pages{t: map[string]*template.Template{}}
+	partials, _ := fs.Glob(fsys, "templates/_*.html")
 	for _, name := range names {
 		t := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(layoutFS, "templates/layout.html"))
+		if len(partials) > 0 {
+			t = template.Must(t.ParseFS(fsys, partials...))
+		}
 		p.t[name] = template.Must(t.ParseFS(fsys, "templates/"+name+".html"))
 	}
 	return p

@@ -317,6 +317,7 @@ var migrations = []migration{
 		`CREATE TABLE auth_requests (
 			id TEXT PRIMARY KEY,
 			browser_hash {{BLOB}} NOT NULL,
+			upstream TEXT NOT NULL,
 			client_id TEXT NOT NULL,
 			redirect_uri TEXT NOT NULL,
 			scope TEXT NOT NULL,

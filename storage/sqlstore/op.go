@@ -51,10 +51,10 @@ func (s *Store) CreateSession(ctx context.Context, ss storage.Session) error {
 }
 
 // SessionBySecret returns a live session; see storage.OPStore.
-func (s *Store) SessionBySecret(ctx context.Context, hash []byte, now, idleSince time.Time) (storage.Session, error) {
+func (s *Store) SessionBySecret(ctx context.Context, kind string, hash []byte, now, idleSince time.Time) (storage.Session, error) {
 	var ss storage.Session
 	err := scanSession(s.read.QueryRowxContext(ctx, s.read.Rebind(`SELECT `+sessionCols+` FROM sessions
-		WHERE secret_hash = ? AND ended_at IS NULL AND expires_at > ? AND last_seen_at > ?`), hash, micro(now), micro(idleSince)), &ss)
+		WHERE secret_hash = ? AND kind = ? AND ended_at IS NULL AND expires_at > ? AND last_seen_at > ?`), hash, kind, micro(now), micro(idleSince)), &ss)
 	if err != nil {
 		return ss, s.mapErr(err)
 	}
@@ -171,14 +171,14 @@ func (s *Store) queueLogout(ctx context.Context, tx *sqlx.Tx, l storage.Logout) 
 	return nil
 }
 
-const authRequestCols = `id, browser_hash, client_id, redirect_uri, scope, state, nonce, code_challenge, prompt, max_age,
+const authRequestCols = `id, browser_hash, upstream, client_id, redirect_uri, scope, state, nonce, code_challenge, prompt, max_age,
 	upstream_nonce, upstream_verifier, session_id, created_at, expires_at`
 
 // PutAuthRequest stores an authorization request.
 func (s *Store) PutAuthRequest(ctx context.Context, a storage.AuthRequest) error {
 	return s.tx(ctx, func(tx *sqlx.Tx) error {
-		_, err := s.exec(ctx, tx, `INSERT INTO auth_requests (`+authRequestCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			a.ID, a.BrowserHash, a.ClientID, a.RedirectURI, a.Scope, a.State, a.Nonce, a.CodeChallenge, a.Prompt, a.MaxAge,
+		_, err := s.exec(ctx, tx, `INSERT INTO auth_requests (`+authRequestCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			a.ID, a.BrowserHash, a.Upstream, a.ClientID, a.RedirectURI, a.Scope, a.State, a.Nonce, a.CodeChallenge, a.Prompt, a.MaxAge,
 			a.UpstreamNonce, a.UpstreamVerifier, a.SessionID, micro(a.CreatedAt), micro(a.ExpiresAt))
 		return err
 	})
@@ -189,7 +189,7 @@ func (s *Store) AuthRequest(ctx context.Context, id string, now time.Time) (stor
 	var a storage.AuthRequest
 	var created, expires int64
 	err := s.read.QueryRowxContext(ctx, s.read.Rebind(`SELECT `+authRequestCols+` FROM auth_requests WHERE id = ? AND expires_at > ?`), id, micro(now)).
-		Scan(&a.ID, &a.BrowserHash, &a.ClientID, &a.RedirectURI, &a.Scope, &a.State, &a.Nonce, &a.CodeChallenge, &a.Prompt, &a.MaxAge,
+		Scan(&a.ID, &a.BrowserHash, &a.Upstream, &a.ClientID, &a.RedirectURI, &a.Scope, &a.State, &a.Nonce, &a.CodeChallenge, &a.Prompt, &a.MaxAge,
 			&a.UpstreamNonce, &a.UpstreamVerifier, &a.SessionID, &created, &expires)
 	a.CreatedAt, a.ExpiresAt = fromMicro(created), fromMicro(expires)
 	return a, s.mapErr(err)
@@ -307,6 +307,45 @@ func (s *Store) ExchangeAuthCode(ctx context.Context, hash []byte, bind storage.
 // errBurnt rolls back the exchange's transaction of a mismatched code, which
 // is then burnt in a transaction of its own.
 var errBurnt = errors.New("authorization code presented with the wrong binding")
+
+// GrantsLastUse returns the latest first use of each grant's tokens.
+func (s *Store) GrantsLastUse(ctx context.Context, tenantID string, ids []string) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	q, args, err := sqlx.In(`SELECT t.grant_id, MAX(t.first_used_at) FROM tokens t JOIN grants g ON g.id = t.grant_id
+		WHERE g.tenant_id = ? AND t.grant_id IN (?) AND t.first_used_at IS NOT NULL GROUP BY t.grant_id`, tenantID, ids)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.read.QueryContext(ctx, s.read.Rebind(q), args...)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var at int64
+		if err := rows.Scan(&id, &at); err != nil {
+			return nil, s.mapErr(err)
+		}
+		out[id] = fromMicro(at)
+	}
+	return out, s.mapErr(rows.Err())
+}
+
+// AuditAfter returns events with an id above afterID, oldest first.
+func (s *Store) AuditAfter(ctx context.Context, afterID int64, limit int) ([]storage.AuditEvent, error) {
+	return s.queryAudit(ctx, `SELECT `+auditCols+` FROM audit_events WHERE id > ? ORDER BY id LIMIT ?`, afterID, limit)
+}
+
+// LastAuditID is the highest audit event id.
+func (s *Store) LastAuditID(ctx context.Context) (int64, error) {
+	var id int64
+	err := s.read.QueryRowxContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM audit_events`).Scan(&id)
+	return id, s.mapErr(err)
+}
 
 // EngineerGrants lists the live grants an engineer redeemed, newest first.
 func (s *Store) EngineerGrants(ctx context.Context, sub, iss string, now time.Time) ([]storage.Grant, error) {

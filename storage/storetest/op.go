@@ -27,7 +27,7 @@ func testSessions(t *testing.T, s storage.Store) {
 	if err := s.CreateSession(ctx, sess); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.SessionBySecret(ctx, sess.SecretHash, t0.Add(10*time.Minute), t0.Add(-20*time.Minute))
+	got, err := s.SessionBySecret(ctx, storage.SessionEngineer, sess.SecretHash, t0.Add(10*time.Minute), t0.Add(-20*time.Minute))
 	if err != nil || got.ID != sess.ID || got.Subject != "eng-1" || fmt.Sprint(got.AMR) != "[pwd mfa]" || got.ACR != "gold" || !got.AuthTime.Equal(t0) {
 		t.Fatalf("live session: %+v %v", got, err)
 	}
@@ -38,11 +38,11 @@ func testSessions(t *testing.T, s storage.Store) {
 		"idle":    {t0.Add(50 * time.Minute), t0.Add(20 * time.Minute)},
 		"expired": {t0.Add(9 * time.Hour), t0},
 	} {
-		if _, err := s.SessionBySecret(ctx, sess.SecretHash, q[0], q[1]); !errors.Is(err, storage.ErrNotFound) {
+		if _, err := s.SessionBySecret(ctx, storage.SessionEngineer, sess.SecretHash, q[0], q[1]); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatalf("%s session found: %v", name, err)
 		}
 	}
-	if _, err := s.SessionBySecret(ctx, []byte("other"), t0, t0.Add(-time.Hour)); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := s.SessionBySecret(ctx, storage.SessionEngineer, []byte("other"), t0, t0.Add(-time.Hour)); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("unknown secret: %v", err)
 	}
 
@@ -64,7 +64,7 @@ func testSessions(t *testing.T, s storage.Store) {
 	if again, err := s.EndSession(ctx, sess.ID, now, "logout", ev("", "token.revoke")); err != nil || again {
 		t.Fatalf("second end: %v %v", again, err)
 	}
-	if _, err := s.SessionBySecret(ctx, sess.SecretHash, now, t0); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := s.SessionBySecret(ctx, storage.SessionEngineer, sess.SecretHash, now, t0); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("ended session found: %v", err)
 	}
 	// Past its limit, a session not ended yet is listed to be ended.
