@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/jmoiron/sqlx"
 	_ "modernc.org/sqlite"
 )
@@ -236,4 +237,9 @@ func TestDevSetupRestart(t *testing.T) {
 	if r := s.api(t, "GET", "/api/v1/tenants/acme/support-access", admin, nil); r.status != 200 {
 		t.Fatalf("a token printed before the restart: %d %s", r.status, r.raw)
 	}
+	// The banner's customer page signs in as ada at once.
+	b := newBrowser(t, true)
+	b.run(t, "open the dev page", chromedp.Navigate(s.base+"/ui/"))
+	b.run(t, "sign in", chromedp.Click(chromedp.Search(`//a[starts-with(normalize-space(), "Sign in with")]`)))
+	b.waitText(t, "ada@acme.example · acme · admin")
 }

@@ -126,7 +126,7 @@ func expect(status, want int, b []byte) error {
 // story tells the demo from toggle to revocation, one printed step after
 // another; it is a script, so it stays one function.
 func (d *demo) story(env *devEnv) error {
-	admin := env.customer.Mint("ada", "actas", time.Hour, map[string]any{"org_id": "acme", "role": "admin", "email": "ada@acme.example", "plan": "enterprise"})
+	admin := env.customer.Mint(devAdmin, "actas", time.Hour, devAdminClaims())
 	engineer := env.support.Mint(devEngineer, "actas", time.Hour, devEngineerClaims())
 	product := [2]string{devProductClient, env.productSecret}
 	const jsonType, formType = "application/json", "application/x-www-form-urlencoded"

@@ -26,6 +26,13 @@ func devEngineerClaims() map[string]any {
 	return map[string]any{"groups": []string{"support"}, "email": "alice@support.example", "amr": []string{"pwd", "mfa"}}
 }
 
+// devAdmin is the dev setup's customer, an admin of tenant acme.
+const devAdmin = "ada"
+
+func devAdminClaims() map[string]any {
+	return map[string]any{"org_id": "acme", "role": "admin", "email": "ada@acme.example", "plan": "enterprise"}
+}
+
 const (
 	devCLIClient     = "actas-cli"
 	devProductClient = "product"
@@ -52,8 +59,10 @@ func newDevEnv(listen, storage string, keep bool) (*devEnv, error) {
 		cust.Close()
 		return nil, err
 	}
-	// The engineer CLI signs in at the dev support IdP as alice, at once.
+	// The engineer CLI signs in at the dev support IdP as alice, at once;
+	// the customer page at the dev customer IdP as ada, admin of acme.
 	sup.SignInAs(devidp.User{Sub: devEngineer, Claims: devEngineerClaims()})
+	cust.SignInAs(devidp.User{Sub: devAdmin, Claims: devAdminClaims()})
 	secret, err := keptSecret(state("product-secret"))
 	if err != nil {
 		cust.Close()
@@ -63,7 +72,7 @@ func newDevEnv(listen, storage string, keep bool) (*devEnv, error) {
 	cfg := &config.Config{
 		Issuer: "http://" + listen, Listen: listen, Storage: storage, PolicyFile: "(built-in sample policy)",
 		SupportIDP:   config.SupportIDP{Issuer: sup.Issuer, ClientID: "actas", GroupsClaim: "groups"},
-		CustomerIDPs: []config.CustomerIDP{{Issuer: cust.Issuer, Audience: "actas", TenantClaim: "org_id", RoleClaim: "role"}},
+		CustomerIDPs: []config.CustomerIDP{{Issuer: cust.Issuer, Audience: "actas", TenantClaim: "org_id", RoleClaim: "role", ClientID: "actas-ui"}},
 		// Loopback only: products on this machine may receive pushes.
 		Notifications: config.Notifications{AllowLoopbackWebhooks: true},
 		Clients: []config.Client{

@@ -155,7 +155,7 @@ func serve(ctx context.Context, cfg *config.Config, pol *policy.Policy, policyPa
 
 // devVars are the walkthrough's shell variables.
 func devVars(env *devEnv) string {
-	admin := env.customer.Mint("ada", "actas", 8*time.Hour, map[string]any{"org_id": "acme", "role": "admin", "email": "ada@acme.example", "plan": "enterprise"})
+	admin := env.customer.Mint(devAdmin, "actas", 8*time.Hour, devAdminClaims())
 	eng := env.support.Mint(devEngineer, "actas", 8*time.Hour, devEngineerClaims())
 	return fmt.Sprintf("export ACTAS=%s\nexport ADMIN=%s\nexport ENGINEER=%s\nexport PRODUCT_SECRET=%s\n",
 		env.cfg.Issuer, admin, eng, env.productSecret)
@@ -192,10 +192,11 @@ func printDevBanner(w io.Writer, env *devEnv, vars string) {
   policy        built-in examples/policy.yaml
   product       client_id=%s (may introspect)
   CLI client    client_id=%s (public; 'actas support login --broker %s' signs in as alice at once)
+  customer page %s/ui/ (signs in as ada, admin of acme, at once)
 
 Paste these, or run '. ./%s' (written once the server is ready):
 
 %s
 %s
-`, env.cfg.Issuer, env.cfg.Storage, devProductClient, devCLIClient, env.cfg.Issuer, devEnvFile, strings.TrimSpace(vars), devWalkthrough)
+`, env.cfg.Issuer, env.cfg.Storage, devProductClient, devCLIClient, env.cfg.Issuer, env.cfg.Issuer, devEnvFile, strings.TrimSpace(vars), devWalkthrough)
 }
