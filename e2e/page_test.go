@@ -26,17 +26,53 @@ func newPageFixture(t *testing.T) *providerFixture {
 	dir := t.TempDir()
 	listen := freePort(t)
 	cfg := writeConfig(t, dir, listen, "sqlite://"+filepath.Join(dir, "actas.db"), cust, sup, testPolicy)
-	b, err := os.ReadFile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	withPage := strings.Replace(string(b), "    role_claim: role\n", "    role_claim: role\n    client_id: actas\n", 1)
-	if err := os.WriteFile(cfg, []byte(withPage+rp.clientConfig()+loopbackPushes), 0o600); err != nil {
+	withPage(t, cfg)
+	if err := appendFile(cfg, rp.clientConfig()+loopbackPushes); err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{server: startServer(t, cfg, listen, "ACTAS_WEB_SECRET="+productWebSecret), cust: cust, sup: sup}
 	rp.discover(f.base)
 	return &providerFixture{fixture: f, rp: rp}
+}
+
+// withPage gives the config's customer IdP a client for the page's
+// sign-in (mockoidc's client, as a public client with PKCE).
+func withPage(t *testing.T, cfg string) {
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(b), "    role_claim: role\n", "    role_claim: role\n    client_id: actas\n", 1)
+	if err := os.WriteFile(cfg, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPostgresLiveFeed: the page open on one replica shows, within a
+// second, a redemption made through another (the feed tails the shared
+// audit log, not this process's memory).
+func TestPostgresLiveFeed(t *testing.T) {
+	pf := newPGFixture(t, 2, false, testPolicy, func(cfg string) { withPage(t, cfg) })
+	a, other := pf.fixture(0), pf.fixture(1)
+	f := &providerFixture{fixture: a}
+	b := newBrowser(t, true)
+	f.signIn(t, b, pageAdmin)
+	b.run(t, "turn support on", click("Turn support access on"))
+	b.waitText(t, "Support access is on.")
+	code := giveAccess(t, b, "manage", "production")
+	b.run(t, "back to the list", chromedp.Navigate(a.base+"/ui/"))
+	b.waitText(t, "not yet")
+	time.Sleep(300 * time.Millisecond) // the feed is connected
+	start := time.Now()
+	if ex := other.exchange(t, "acme", code, other.engineer(t, "eve")); ex.status != 200 {
+		t.Fatalf("exchange at the other replica: %d %s", ex.status, ex.raw)
+	}
+	b.waitText(t, "Redeemed by eve@support.example")
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the other replica's redemption reached the feed after %s", d)
+	} else {
+		t.Logf("redemption at replica B on replica A's feed after %s", d)
+	}
 }
 
 // queueCustomer makes the customer IdP sign the next browser in as u.

@@ -161,7 +161,7 @@ type pgFixture struct {
 	proxy     *pgProxy
 }
 
-func newPGFixture(t *testing.T, n int, withProxy bool, policy string) *pgFixture {
+func newPGFixture(t *testing.T, n int, withProxy bool, policy string, edit ...func(cfgPath string)) *pgFixture {
 	t.Helper()
 	dbURL := freshDatabase(t)
 	f := &pgFixture{cust: startIDP(t), sup: startIDP(t), dbURL: dbURL}
@@ -180,6 +180,9 @@ func newPGFixture(t *testing.T, n int, withProxy bool, policy string) *pgFixture
 			issuer = listen // one deployment, one issuer, whichever replica answers
 		}
 		cfg := writeReplicaConfig(t, dir, issuer, listen, storage, f.cust, f.sup, policy)
+		for _, e := range edit {
+			e(cfg)
+		}
 		f.replicas = append(f.replicas, startServer(t, cfg, listen, "ACTAS_SECRET_KEY="+pgSecret))
 	}
 	return f
