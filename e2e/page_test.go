@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -17,22 +16,10 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// pageFixture is actas with the self-service page enabled at the customer
-// IdP (mockoidc, as a public client with PKCE) and a product client.
+// newPageFixture is actas with the self-service page enabled at the
+// customer IdP (mockoidc, as a public client with PKCE) and a product.
 func newPageFixture(t *testing.T) *providerFixture {
-	t.Helper()
-	rp := startWebProduct(t)
-	cust, sup := startIDP(t), startIDP(t)
-	dir := t.TempDir()
-	listen := freePort(t)
-	cfg := writeConfig(t, dir, listen, "sqlite://"+filepath.Join(dir, "actas.db"), cust, sup, testPolicy)
-	withPage(t, cfg)
-	if err := appendFile(cfg, rp.clientConfig()+loopbackPushes); err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{server: startServer(t, cfg, listen, "ACTAS_WEB_SECRET="+productWebSecret), cust: cust, sup: sup}
-	rp.discover(f.base)
-	return &providerFixture{fixture: f, rp: rp}
+	return newProviderFixture(t, func(cfg string) { withPage(t, cfg) })
 }
 
 // withPage gives the config's customer IdP a client for the page's
@@ -238,20 +225,7 @@ func TestCustomerPageNonAdmin(t *testing.T) {
 	}
 
 	cookies, _ := chromedp.Run(b.ctx, getCookies(f.base))
-	req, _ := http.NewRequest(http.MethodPost, f.base+"/ui/grants", strings.NewReader(url.Values{"role": {"manage"},
-		"environments": {"sandbox"}, "expires_in": {"3600"}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Cookie", cookies)
-	req.Header.Set("Origin", "https://evil.example")
-	req.Header.Set("Sec-Fetch-Site", "cross-site")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("cross-origin POST: want 403, got %d", resp.StatusCode)
-	}
+	crossOriginPOST(t, f.base+"/ui/grants", url.Values{"role": {"manage"}, "environments": {"sandbox"}, "expires_in": {"3600"}}.Encode(), cookies)
 	if l := f.api(t, "GET", "/api/v1/tenants/acme/grants?status=all", f.admin(t, "acme"), nil); len(l.body["grants"].([]any)) != 0 {
 		t.Fatalf("a cross-origin POST created a grant: %s", l.raw)
 	}

@@ -19,13 +19,16 @@ type providerFixture struct {
 	rp *product
 }
 
-func newProviderFixture(t *testing.T) *providerFixture {
+func newProviderFixture(t *testing.T, edit ...func(cfgPath string)) *providerFixture {
 	t.Helper()
 	rp := startWebProduct(t)
 	cust, sup := startIDP(t), startIDP(t)
 	dir := t.TempDir()
 	listen := freePort(t)
 	cfg := writeConfig(t, dir, listen, "sqlite://"+filepath.Join(dir, "actas.db"), cust, sup, testPolicy)
+	for _, e := range edit {
+		e(cfg)
+	}
 	if err := appendFile(cfg, rp.clientConfig()+loopbackPushes); err != nil {
 		t.Fatal(err)
 	}
@@ -300,17 +303,27 @@ func TestProviderRefusals(t *testing.T) {
 	})
 
 	t.Run("fail/a cross-origin POST is refused", func(t *testing.T) {
-		req, _ := http.NewRequest(http.MethodPost, f.base+"/authorize/confirm", strings.NewReader("req=x&grant=y&decision=allow"))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Origin", "https://evil.example")
-		req.Header.Set("Sec-Fetch-Site", "cross-site")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusForbidden {
-			t.Fatalf("cross-origin POST: want 403, got %d", resp.StatusCode)
-		}
+		crossOriginPOST(t, f.base+"/authorize/confirm", "req=x&grant=y&decision=allow", "")
 	})
+}
+
+// crossOriginPOST posts a form as a page of another site would, with
+// cookies, and expects 403.
+func crossOriginPOST(t *testing.T, u, form, cookies string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(form))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://evil.example")
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	if cookies != "" {
+		req.Header.Set("Cookie", cookies)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-origin POST to %s: want 403, got %d", u, resp.StatusCode)
+	}
 }

@@ -155,6 +155,15 @@ func (h *Handler) flow(w http.ResponseWriter, r *http.Request, id string) (stora
 	return a, sess, true
 }
 
+// postFlow is flow for a form POST naming its request in "req".
+func (h *Handler) postFlow(w http.ResponseWriter, r *http.Request) (storage.AuthRequest, storage.Session, bool) {
+	if err := web.ParseForm(w, r); err != nil {
+		h.pages.fail(w, r, http.StatusBadRequest, "This form is malformed.", "")
+		return storage.AuthRequest{}, storage.Session{}, false
+	}
+	return h.flow(w, r, r.PostForm.Get("req"))
+}
+
 type confirmView struct {
 	Req, Product, Engineer string
 	Grant                  grantView
@@ -163,11 +172,7 @@ type confirmView struct {
 // chosen takes the engineer's choice: one of their live grants, or a
 // tenant and support code to redeem (token exchange's own redemption).
 func (h *Handler) chosen(w http.ResponseWriter, r *http.Request) {
-	if err := web.ParseForm(w, r); err != nil {
-		h.pages.fail(w, r, http.StatusBadRequest, "This form is malformed.", "")
-		return
-	}
-	a, sess, ok := h.flow(w, r, r.PostForm.Get("req"))
+	a, sess, ok := h.postFlow(w, r)
 	if !ok {
 		return
 	}
@@ -197,11 +202,7 @@ func (h *Handler) chosen(w http.ResponseWriter, r *http.Request) {
 // confirm answers the request: with a code for the confirmed grant
 // (OIDC Core §3.1.2.5, with RFC 9207's iss), or access_denied.
 func (h *Handler) confirm(w http.ResponseWriter, r *http.Request) {
-	if err := web.ParseForm(w, r); err != nil {
-		h.pages.fail(w, r, http.StatusBadRequest, "This form is malformed.", "")
-		return
-	}
-	a, sess, ok := h.flow(w, r, r.PostForm.Get("req"))
+	a, sess, ok := h.postFlow(w, r)
 	if !ok {
 		return
 	}

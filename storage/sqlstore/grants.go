@@ -241,6 +241,11 @@ func (s *Store) Grants(ctx context.Context, f storage.GrantFilter) ([]storage.Gr
 		limit = 1000
 	}
 	q += fmt.Sprintf(` ORDER BY g.created_at DESC, g.id DESC LIMIT %d`, limit)
+	return s.queryGrants(ctx, q, args...)
+}
+
+// queryGrants runs a query selecting grantCols on the readers.
+func (s *Store) queryGrants(ctx context.Context, q string, args ...any) ([]storage.Grant, error) {
 	rows, err := s.read.QueryxContext(ctx, s.read.Rebind(q), args...)
 	if err != nil {
 		return nil, s.mapErr(err)

@@ -349,22 +349,9 @@ func (s *Store) LastAuditID(ctx context.Context) (int64, error) {
 
 // EngineerGrants lists the live grants an engineer redeemed, newest first.
 func (s *Store) EngineerGrants(ctx context.Context, sub, iss string, now time.Time) ([]storage.Grant, error) {
-	rows, err := s.read.QueryxContext(ctx, s.read.Rebind(`SELECT `+grantCols+` FROM grants g JOIN tenants n ON n.id = g.tenant_id
+	return s.queryGrants(ctx, `SELECT `+grantCols+` FROM grants g JOIN tenants n ON n.id = g.tenant_id
 		WHERE g.engineer_sub = ? AND g.engineer_iss = ? AND g.revoked_at IS NULL AND g.redeemed_at IS NOT NULL
-		AND g.expires_at > ? AND n.support_enabled ORDER BY g.redeemed_at DESC, g.id LIMIT 50`), sub, iss, micro(now))
-	if err != nil {
-		return nil, s.mapErr(err)
-	}
-	defer rows.Close()
-	var out []storage.Grant
-	for rows.Next() {
-		g, err := s.scanGrant(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	return out, s.mapErr(rows.Err())
+		AND g.expires_at > ? AND n.support_enabled ORDER BY g.redeemed_at DESC, g.id LIMIT 50`, sub, iss, micro(now))
 }
 
 // PruneOP deletes expired authorization requests, codes and sessions.
