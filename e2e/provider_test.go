@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -325,5 +326,29 @@ func crossOriginPOST(t *testing.T, u, form, cookies string) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("cross-origin POST to %s: want 403, got %d", u, resp.StatusCode)
+	}
+}
+
+// TestProviderLogoutOnPolicy: a policy edit that refuses a live token signs
+// the product's session out too (the token-level end of a grant).
+func TestProviderLogoutOnPolicy(t *testing.T) {
+	f := newProviderFixture(t)
+	admin := f.admin(t, "acme")
+	f.enable(t, "acme", admin, false)
+	_, code := f.grant(t, "acme", admin, map[string]any{"role": "manage", "environments": []string{"production"}})
+	b := newBrowser(t, true)
+	f.queueEngineer("alice", "support")
+	b.run(t, "sign in", chromedp.Navigate(f.rp.url("/login")))
+	b.run(t, "redeem", fill("Customer tenant", "acme"), fill("Support code", code), click("Redeem code"))
+	b.run(t, "confirm", click("Sign in as admin@acme.example"))
+	b.waitText(t, "Signed in as admin-of-acme")
+	sid := f.rp.last().Claims["sid"]
+	sha0 := f.readyz(t)["policy_sha256"].(string)
+	if err := os.WriteFile(filepath.Join(f.dir, "policy.yaml"), []byte(withNoManageInProduction()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.waitPolicy(t, sha0)
+	if l := f.rp.nextLogout(t, 5*time.Second); l.Claims["sid"] != sid || l.Claims["sub"] != "admin-of-acme" {
+		t.Fatalf("logout token after the policy edit: %s", claimsJSON(l.Claims))
 	}
 }

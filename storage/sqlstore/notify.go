@@ -235,7 +235,10 @@ func (s *Store) RecordExpiries(ctx context.Context, now time.Time, limit int, ev
 			}
 		}
 		n = len(recorded)
-		return s.signalEnds(ctx, tx, recorded, now, "expired", "system")
+		if err := s.signalEnds(ctx, tx, recorded, now, "expired", "system"); err != nil {
+			return err
+		}
+		return s.logoutEnds(ctx, tx, recorded, now, "expired")
 	})
 	return n, err
 }

@@ -139,7 +139,18 @@ func (s *Store) SignalToken(ctx context.Context, jti, kind, reason string, claim
 		if err != nil {
 			return err
 		}
-		return s.signal(ctx, tx, g, storage.Signal{Kind: kind, Time: at, Reason: reason, Initiator: "policy", Claims: claims})
+		if err := s.signal(ctx, tx, g, storage.Signal{Kind: kind, Time: at, Reason: reason, Initiator: "policy", Claims: claims}); err != nil {
+			return err
+		}
+		if kind != storage.SignalSessionRevoked || len(s.logoutClients) == 0 {
+			return nil
+		}
+		// The policy now refuses the token: its client signs the session out.
+		var client, sid string
+		if err := s.queryRow(ctx, tx, `SELECT client_id, sid FROM tokens WHERE jti = ?`, jti).Scan(&client, &sid); err != nil {
+			return s.mapErr(err)
+		}
+		return s.queueLogout(ctx, tx, storage.Logout{ClientID: client, Sub: g.Sub, SID: sid, Tenant: g.Tenant, GrantID: g.ID, Time: at, Reason: reason})
 	})
 }
 

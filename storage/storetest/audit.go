@@ -272,11 +272,13 @@ func testOutbox(t *testing.T, s storage.Store) {
 
 func testExpiries(t *testing.T, s storage.Store) {
 	ctx := context.Background()
+	setLogoutClients(s, "cli")
 	enable(t, s, "acme")
 	short := newGrant("acme", "500001")
 	short.ExpiresAt = t0.Add(time.Hour)
 	mustCreate(t, s, short)
-	mustCreate(t, s, newGrant("acme", "500002")) // 24h
+	redeem(t, s, redeemParams("acme", "500001", "eng-1", t0)) // tokens for client "cli"
+	mustCreate(t, s, newGrant("acme", "500002"))              // 24h
 	revoked := newGrant("acme", "500003")
 	revoked.ExpiresAt = t0.Add(time.Hour)
 	mustCreate(t, s, revoked)
@@ -291,6 +293,10 @@ func testExpiries(t *testing.T, s storage.Store) {
 	evs, _ := s.Audit(ctx, storage.AuditFilter{TenantID: "acme", Action: "grant.expire"})
 	if len(evs) != 1 || evs[0].Target != short.ID {
 		t.Fatalf("expiry events: %+v", evs)
+	}
+	// The client that holds its tokens hears of the expiry by back-channel logout.
+	if l := claimLogouts(t, s, t0.Add(2*time.Hour)); len(l) != 1 || l[0].GrantID != short.ID || l[0].Reason != "expired" {
+		t.Fatalf("logout tokens on expiry: %+v", l)
 	}
 }
 
