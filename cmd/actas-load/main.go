@@ -40,12 +40,22 @@ func main() {
 	count := flag.Int("count", 20000, "exchange: redemptions per run")
 	runs := flag.Int("runs", 3, "runs; the median is reported")
 	tokens := flag.Int("tokens", 256, "introspect: distinct live tokens")
+	compare := flag.Bool("compare", false, "introspect: after each run, drive a trivial Go handler (a process of its own) the same way, and print the ratio")
+	profile := flag.String("cpuprofile", "", "write actas's CPU profile (actas serve --cpuprofile) to this file")
+	scale := flag.Int("scale", 0, "before the runs, fill storage with this many grants (10 tokens and 5 audit events each) through actas's storage code")
+	trivial := flag.String("trivial-serve", "", "(internal) serve the trivial handler on this address")
 	flag.Parse()
-	if *bin == "" || (*mode != "introspect" && *mode != "exchange") || *conns < 1 || *runs < 1 {
+	if *trivial != "" {
+		serveTrivial(*trivial)
+		return
+	}
+	if *bin == "" || (*mode != "introspect" && *mode != "exchange") || *conns < 1 || *runs < 1 || *scale < 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*bin, *storage, *mode, *conns, *duration, *count, *runs, *tokens); err != nil {
+	o := options{bin: *bin, storage: *storage, mode: *mode, conns: *conns, duration: *duration, count: *count, runs: *runs,
+		tokens: *tokens, compare: *compare, profile: *profile, scale: *scale}
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "actas-load:", err)
 		os.Exit(1)
 	}
@@ -55,13 +65,24 @@ type env struct {
 	base      string
 	cust, sup *devidp.IDP
 	hc        *http.Client
+	pid       int // actas's
 }
 
 const productSecret = "load-product-secret-0123456789"
 
+// options are the command's flags.
+type options struct {
+	bin, storage, mode, profile string
+	conns, count, runs, tokens  int
+	scale                       int
+	duration                    time.Duration
+	compare                     bool
+}
+
 // run starts the binary, prepares the mode's data and drives the load
 // runs; the steps are sequential and read best in one place.
-func run(bin, storage, mode string, conns int, duration time.Duration, count, runs, ntokens int) error {
+func run(o options) error {
+	bin, storage, mode, conns, duration, count, runs, ntokens := o.bin, o.storage, o.mode, o.conns, o.duration, o.count, o.runs, o.tokens
 	dir, err := os.MkdirTemp("", "actas-load-")
 	if err != nil {
 		return err
@@ -103,11 +124,20 @@ clients:
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), examples.Policy, 0o600); err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "serve", "--config", filepath.Join(dir, "actas.yaml"))
+	if o.scale > 0 {
+		if err := seed(storage, o.scale); err != nil {
+			return err
+		}
+	}
+	args := []string{"serve", "--config", filepath.Join(dir, "actas.yaml")}
+	if o.profile != "" {
+		args = append(args, "--cpuprofile", o.profile)
+	}
+	cmd := exec.Command(bin, args...)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	cmd.Env = append(os.Environ(), "LOAD_PRODUCT_SECRET="+productSecret,
-		"ACTAS_SECRET_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+		"ACTAS_SECRET_KEY="+rootSecret)
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -115,7 +145,7 @@ clients:
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	}()
-	e := &env{base: "http://" + addr, cust: cust, sup: sup, hc: &http.Client{
+	e := &env{base: "http://" + addr, cust: cust, sup: sup, pid: cmd.Process.Pid, hc: &http.Client{
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{MaxIdleConns: conns * 2, MaxIdleConnsPerHost: conns * 2, IdleConnTimeout: time.Minute},
 	}}
@@ -124,10 +154,18 @@ clients:
 	}
 	fmt.Printf("actas-load: %s over loopback, storage %s, %d connections, %d run(s)\n", mode, strings.SplitN(storage, "://", 2)[0], conns, runs)
 
-	var rates []float64
+	var cmp *trivialServer
+	if o.compare {
+		if cmp, err = startTrivial(conns); err != nil {
+			return err
+		}
+		defer cmp.stop()
+	}
+	var rates, ratios, trivials []float64
 	for r := 1; r <= runs; r++ {
 		var res result
 		var err error
+		cpu0 := cpuTime(cmd.Process.Pid)
 		if mode == "introspect" {
 			res, err = e.introspectRun(conns, duration, ntokens, r)
 		} else {
@@ -136,16 +174,30 @@ clients:
 		if err != nil {
 			return fmt.Errorf("run %d: %v\n%s", r, err, tail(logs.String(), 2000))
 		}
-		fmt.Printf("run %d: %d requests in %.2fs: %.0f/s, p50 %s, p99 %s, errors %d\n",
-			r, res.n, res.elapsed.Seconds(), res.rate(), res.p(0.50), res.p(0.99), res.errors)
+		cpu := (cpuTime(cmd.Process.Pid) - cpu0 - res.setupCPU) / time.Duration(max(res.n, 1))
+		fmt.Printf("run %d: %d requests in %.2fs: %.0f/s, p50 %s, p99 %s, actas CPU %s/request, errors %d\n",
+			r, res.n, res.elapsed.Seconds(), res.rate(), res.p(0.50), res.p(0.99), cpu.Round(time.Microsecond), res.errors)
 		if res.errors > 0 {
 			return fmt.Errorf("run %d had %d errors; first: %s", r, res.errors, res.firstErr)
 		}
 		rates = append(rates, res.rate())
+		if cmp != nil {
+			tr := cmp.run(conns, duration)
+			fmt.Printf("run %d, trivial handler: %.0f/s, p50 %s, p99 %s: actas at %.0f%% of it\n",
+				r, tr.rate(), tr.p(0.50), tr.p(0.99), 100*res.rate()/tr.rate())
+			ratios, trivials = append(ratios, res.rate()/tr.rate()), append(trivials, tr.rate())
+		}
 	}
-	sort.Float64s(rates)
-	fmt.Printf("median: %.0f %s/s over %d runs\n", rates[len(rates)/2], mode, runs)
+	fmt.Printf("median: %.0f %s/s over %d runs\n", median(rates), mode, runs)
+	if cmp != nil {
+		fmt.Printf("median: trivial handler %.0f/s; actas at %.0f%% of it\n", median(trivials), 100*median(ratios))
+	}
 	return nil
+}
+
+func median(v []float64) float64 {
+	sort.Float64s(v)
+	return v[len(v)/2]
 }
 
 func tail(s string, n int) string {
@@ -243,6 +295,9 @@ type result struct {
 	elapsed   time.Duration
 	lat       []time.Duration
 	firstErr  string
+	// setupCPU is actas's CPU time spent preparing the run (grants and
+	// exchanges), taken off its CPU per request.
+	setupCPU time.Duration
 }
 
 func (r result) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
@@ -299,6 +354,7 @@ func drive(conns int, next func() (int, bool), work func(i int) error) result {
 }
 
 func (e *env) introspectRun(conns int, d time.Duration, ntokens, run int) (result, error) {
+	cpu0 := cpuTime(e.pid)
 	tenant := fmt.Sprintf("intro-%d", run)
 	codes, err := e.prepare(tenant, ntokens, conns)
 	if err != nil {
@@ -317,6 +373,15 @@ func (e *env) introspectRun(conns int, d time.Duration, ntokens, run int) (resul
 		json.Unmarshal(b, &out)
 		bodies[i] = url.Values{"token": {out.AccessToken}}.Encode()
 	}
+	setup := cpuTime(e.pid) - cpu0
+	res := e.introspectLoad(conns, d, bodies, `{"active":true`)
+	res.setupCPU = setup
+	return res, nil
+}
+
+// introspectLoad drives introspection calls with bodies for d; each answer
+// must start with want.
+func (e *env) introspectLoad(conns int, d time.Duration, bodies []string, want string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var n atomic.Int64
@@ -331,14 +396,15 @@ func (e *env) introspectRun(conns int, d time.Duration, ntokens, run int) (resul
 		if err != nil {
 			return err
 		}
-		if st != 200 || !bytes.HasPrefix(b, []byte(`{"active":true`)) {
+		if st != 200 || !bytes.HasPrefix(b, []byte(want)) {
 			return fmt.Errorf("introspect: %d %s", st, b)
 		}
 		return nil
-	}), nil
+	})
 }
 
 func (e *env) exchangeRun(conns, count, run int) (result, error) {
+	cpu0 := cpuTime(e.pid)
 	// Spread codes over tenants as real traffic would be.
 	const tenants = 8
 	type job struct{ tenant, code string }
@@ -357,12 +423,13 @@ func (e *env) exchangeRun(conns, count, run int) (result, error) {
 	for i := range engs {
 		engs[i] = e.sup.Mint(fmt.Sprintf("engineer-%d", i), "actas", time.Hour, map[string]any{"groups": []string{"support"}})
 	}
+	setup := cpuTime(e.pid) - cpu0
 	var n atomic.Int64
 	next := func() (int, bool) {
 		i := int(n.Add(1) - 1)
 		return i, i < len(jobs)
 	}
-	return drive(conns, next, func(i int) error {
+	res := drive(conns, next, func(i int) error {
 		j := jobs[i]
 		st, b, err := e.call("POST", "/token", "", "application/x-www-form-urlencoded", exchangeBody(j.tenant, j.code, engs[i%len(engs)]), false)
 		if err != nil {
@@ -372,5 +439,7 @@ func (e *env) exchangeRun(conns, count, run int) (result, error) {
 			return fmt.Errorf("exchange: %d %s", st, b)
 		}
 		return nil
-	}), nil
+	})
+	res.setupCPU = setup
+	return res, nil
 }

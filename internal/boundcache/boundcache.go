@@ -51,3 +51,11 @@ func (c *Cache[K, V]) Put(k K, v V) {
 	s.m[k] = v
 	s.mu.Unlock()
 }
+
+// Delete removes k.
+func (c *Cache[K, V]) Delete(k K) {
+	s := c.shard(k)
+	s.mu.Lock()
+	delete(s.m, k)
+	s.mu.Unlock()
+}

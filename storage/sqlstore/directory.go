@@ -222,6 +222,11 @@ func (s *Store) capGrants(ctx context.Context, tx *sqlx.Tx, ch storage.RoleChang
 		FROM grants WHERE tenant_id = ? AND revoked_at IS NULL AND (`+cond+`) ORDER BY id`), append([]any{ch.TenantID}, args...)...); err != nil {
 		return s.mapErr(err)
 	}
+	if len(grants) > 0 {
+		if err := s.bumpState(ctx, tx); err != nil {
+			return err
+		}
+	}
 	for _, g := range grants {
 		for _, q := range []string{`UPDATE grants SET role = ? WHERE id = ?`,
 			`UPDATE tokens SET role = ? WHERE grant_id = ? AND revoked_at IS NULL`,

@@ -50,6 +50,10 @@ func (s *Store) SetSupportAccess(ctx context.Context, t storage.Tenant, ev, gran
 		if err := s.insertAudit(ctx, tx, ev); err != nil {
 			return err
 		}
+		// The toggle and "allow non-admins" are part of every token's state.
+		if err := s.bumpState(ctx, tx); err != nil {
+			return err
+		}
 		if !t.SupportEnabled {
 			ids, err := s.endGrants(ctx, tx, t.ID, `expires_at > ?`, []any{micro(t.ChangedAt)},
 				t.ChangedAt, t.ChangedBy, "support_access_disabled", &grantEnded)
@@ -91,6 +95,11 @@ func (s *Store) endGrants(ctx context.Context, tx *sqlx.Tx, tenant, cond string,
 		return nil, s.mapErr(err)
 	}
 	sort.Slice(ended, func(i, j int) bool { return ended[i].ID < ended[j].ID })
+	if len(ended) > 0 {
+		if err := s.bumpState(ctx, tx); err != nil {
+			return nil, err
+		}
+	}
 	ids := make([]string, 0, len(ended))
 	for _, g := range ended {
 		for _, table := range []string{"tokens", "refresh_tokens"} {

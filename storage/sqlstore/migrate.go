@@ -356,6 +356,10 @@ var migrations = []migration{
 		`CREATE INDEX refresh_tokens_sid ON refresh_tokens (sid) WHERE sid <> ''`,
 		`CREATE INDEX grants_engineer ON grants (engineer_sub, engineer_iss) WHERE revoked_at IS NULL`,
 	}},
+	{18, "state version: what validates cached token states", []string{
+		`CREATE TABLE state_version (id INTEGER PRIMARY KEY, v BIGINT NOT NULL)`,
+		`INSERT INTO state_version (id, v) VALUES (1, 0)`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

@@ -84,6 +84,9 @@ func (s *Store) EndSession(ctx context.Context, id string, at time.Time, reason 
 		if ended = n > 0; !ended {
 			return nil
 		}
+		if err := s.bumpState(ctx, tx); err != nil {
+			return err
+		}
 		var held []struct {
 			GrantID  string `db:"grant_id"`
 			TenantID string `db:"tenant_id"`

@@ -16,6 +16,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
+	"github.com/actas/actas/internal/boundcache"
 	"github.com/actas/actas/storage"
 )
 
@@ -26,6 +27,11 @@ type Store struct {
 	read  *sqlx.DB // SQLite: a pool of read-only connections; PostgreSQL: == write
 
 	tokenState *sqlx.Stmt
+	// stateVersion reads the counter that every change able to end or
+	// narrow a live token increments; states holds token states read at a
+	// version (see TokenState).
+	stateVersion *sql.Stmt
+	states       *boundcache.Cache[string, versionedState]
 
 	// SQLite only: the group-commit batcher of Redeem.
 	batch     chan *redeemJob
@@ -162,6 +168,10 @@ func (s *Store) init(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("sqlstore: preparing: %w", err)
 	}
+	if s.stateVersion, err = s.read.PrepareContext(ctx, `SELECT v FROM state_version WHERE id = 1`); err != nil {
+		return fmt.Errorf("sqlstore: preparing: %w", err)
+	}
+	s.states = boundcache.New[string, versionedState](65536)
 	return nil
 }
 
@@ -223,6 +233,9 @@ func (s *Store) Close() error {
 	})
 	if s.tokenState != nil {
 		s.tokenState.Close()
+	}
+	if s.stateVersion != nil {
+		s.stateVersion.Close()
 	}
 	s.stmtMu.Lock()
 	s.closed = true

@@ -89,9 +89,40 @@ func (s *Store) RefreshGrant(ctx context.Context, hash []byte) (storage.RefreshT
 
 const tokenCols = `t.jti, t.grant_id, t.client_id, t.audience, t.role, t.scope, t.issued_at, t.expires_at, t.revoked_at, t.first_used_at, t.jkt`
 
-// TokenState reads a token with its grant and tenant toggle in one query.
+// versionedState is a token state as read at a state version.
+type versionedState struct {
+	v  int64
+	st storage.TokenState
+}
+
+// TokenState reads a token with its grant and tenant toggle. Every call
+// reads storage: first the state version, which each change that can end
+// or narrow a live token increments in its own transaction (bumpState);
+// when the version is the one a cached state was read at, nothing that
+// state depends on has changed on any replica, and the state is answered
+// without reading the three rows again. The version is read before the
+// rows, so a change that commits in between only makes the next call read
+// them again. The returned slices are shared: callers must not change them.
 func (s *Store) TokenState(ctx context.Context, jti string) (storage.TokenState, error) {
-	return s.scanTokenState(s.tokenState.QueryRowxContext(ctx, jti))
+	var v int64
+	if err := s.stateVersion.QueryRowContext(ctx).Scan(&v); err != nil {
+		return storage.TokenState{}, s.mapErr(err)
+	}
+	if c, ok := s.states.Get(jti); ok && c.v == v {
+		return c.st, nil
+	}
+	st, err := s.scanTokenState(s.tokenState.QueryRowxContext(ctx, jti))
+	if err == nil {
+		s.states.Put(jti, versionedState{v: v, st: st})
+	}
+	return st, err
+}
+
+// bumpState increments the state version in tx: every cached token state
+// is read again at the next introspection, on every replica.
+func (s *Store) bumpState(ctx context.Context, tx *sqlx.Tx) error {
+	_, err := s.exec(ctx, tx, `UPDATE state_version SET v = v + 1 WHERE id = 1`)
+	return err
 }
 
 func (s *Store) scanTokenState(row scanner) (storage.TokenState, error) {
@@ -167,6 +198,9 @@ func (s *Store) MarkTokenUsed(ctx context.Context, jti string, at time.Time, ev 
 		}
 		return s.insertAudit(ctx, tx, ev)
 	})
+	// The cached state still says never used: read it again next time,
+	// once, rather than try to record the first use on every call.
+	s.states.Delete(jti)
 	return changed, err
 }
 
@@ -175,6 +209,9 @@ func (s *Store) RevokeToken(ctx context.Context, jti string, at time.Time, ev st
 	var changed bool
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
 		n, err := s.exec(ctx, tx, `UPDATE tokens SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL`, micro(at), jti)
+		if err == nil && n > 0 {
+			err = s.bumpState(ctx, tx)
+		}
 		if err != nil {
 			return err
 		}

@@ -234,3 +234,94 @@ func claimLogouts(t *testing.T, s storage.Store, now time.Time) []storage.Logout
 	}
 	return out
 }
+
+// testStateCache: a token state read before a change is never answered
+// after it. Each change that can end or narrow a live token is made after
+// the state was read (and so may be cached), and the next read must show it.
+func testStateCache(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	live := func(code string) storage.Issue {
+		mustCreate(t, s, newGrant("acme", code))
+		_, is := redeem(t, s, redeemParams("acme", code, "eng-1", t0))
+		if st, err := s.TokenState(ctx, is.Token.JTI); err != nil || !st.Token.RevokedAt.IsZero() {
+			t.Fatalf("fresh token: %+v %v", st.Token, err)
+		}
+		return is
+	}
+	state := func(is storage.Issue) storage.TokenState {
+		st, err := s.TokenState(ctx, is.Token.JTI)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	now := t0.Add(time.Minute)
+
+	a := live("700001")
+	if _, err := s.RevokeToken(ctx, a.Token.JTI, now, ev("acme", "token.revoke")); err != nil {
+		t.Fatal(err)
+	}
+	if state(a).Token.RevokedAt.IsZero() {
+		t.Fatal("revoked token answered from the cache as live")
+	}
+
+	b := live("700002")
+	if _, err := s.RevokeGrant(ctx, "acme", b.Token.GrantID, now, "ada", "terminated", ev("acme", "grant.revoke")); err != nil {
+		t.Fatal(err)
+	}
+	if state(b).Grant.RevokedAt.IsZero() {
+		t.Fatal("ended grant answered from the cache as live")
+	}
+
+	c := live("700003")
+	if _, err := s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: true, AllowNonAdminGrants: true, ChangedBy: "ada", ChangedAt: now},
+		ev("acme", "support_access.update"), ev("acme", "grant.revoke")); err != nil {
+		t.Fatal(err)
+	}
+	if !state(c).AllowNonAdminGrants {
+		t.Fatal("a tenant setting change answered from the cache")
+	}
+
+	err := s.ApplyRole(ctx, storage.RoleChange{TenantID: "acme", Sub: "user-1", Iss: "https://customer", Role: "monitor",
+		Above: []string{"manage", "admin"}, Now: now, Reason: "token", GrantEvent: ev("acme", "grant.cap")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := state(c); st.Token.Role != "monitor" {
+		t.Fatalf("a capped token answered from the cache as %q", st.Token.Role)
+	}
+
+	d := live("700004")
+	sess := storage.Session{ID: randID("sid_"), SecretHash: []byte(randID("sec_")), Kind: storage.SessionEngineer, Subject: "eng-1",
+		Issuer: "https://support", Claims: []byte(`{}`), AuthTime: t0, CreatedAt: t0, LastSeenAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	if err := s.CreateSession(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	code := storage.AuthCode{Hash: []byte(randID("code_")), ClientID: "web", RedirectURI: "https://p/cb", CodeChallenge: "ch",
+		SessionID: sess.ID, GrantID: d.Token.GrantID, TenantID: "acme", AuthTime: t0, CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+	putCode(t, s, code, now)
+	var fromCode storage.Issue
+	if _, _, err := s.ExchangeAuthCode(ctx, code.Hash, code, now, ev("", "grant.revoke"), func(g storage.Grant, c storage.AuthCode) (storage.Issue, error) {
+		is, err := codeIssue(now)(g, c)
+		fromCode = is
+		return is, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	state(fromCode)
+	if _, err := s.EndSession(ctx, sess.ID, now, "logout", ev("", "token.revoke")); err != nil {
+		t.Fatal(err)
+	}
+	if state(fromCode).Token.RevokedAt.IsZero() {
+		t.Fatal("a token of an ended session answered from the cache as live")
+	}
+
+	if _, err := s.SetSupportAccess(ctx, storage.Tenant{ID: "acme", SupportEnabled: false, ChangedBy: "ada", ChangedAt: now},
+		ev("acme", "support_access.disable"), ev("acme", "grant.revoke")); err != nil {
+		t.Fatal(err)
+	}
+	if state(d).TenantEnabled {
+		t.Fatal("support access off answered from the cache as on")
+	}
+}

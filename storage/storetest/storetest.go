@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store, auditKey []byte) {
 		{"directory/users, tokens and the live ceiling", testDirectory},
 		{"approval/distinct approvers, code once, refusal and timeout", testApproval},
 		{"op/sessions: idle, absolute, end revokes and logs out", testSessions},
+		{"tokens/no cached state outlives a change", testStateCache},
 		{"op/auth codes: once under a race, reuse ends the grant, wrong binding burns", testAuthCodes},
 		{"audit/chain under concurrent writers", func(t *testing.T, s storage.Store) { testChainConcurrency(t, s, auditKey) }},
 	}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// serveTrivial is the comparison: a trivial Go handler on net/http that
+// answers introspection-shaped requests (form parsed, Basic credentials
+// read) with {"active":false}, in a process of its own as actas is.
+func serveTrivial(addr string) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /introspect", func(w http.ResponseWriter, r *http.Request) {
+		if _, _, ok := r.BasicAuth(); !ok || r.ParseForm() != nil || r.PostForm.Get("token") == "" {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"active":false}` + "\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		fmt.Fprintln(os.Stderr, "actas-load: trivial handler:", err)
+		os.Exit(1)
+	}
+}
+
+// trivialServer is the trivial handler's process.
+type trivialServer struct {
+	cmd *exec.Cmd
+	e   *env
+}
+
+// startTrivial runs this binary as the trivial handler on a free loopback
+// port.
+func startTrivial(conns int) (*trivialServer, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "-trivial-serve", addr)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	e := &env{base: "http://" + addr, pid: cmd.Process.Pid, hc: &http.Client{Timeout: 30 * time.Second,
+		Transport: &http.Transport{MaxIdleConns: conns * 2, MaxIdleConnsPerHost: conns * 2, IdleConnTimeout: time.Minute}}}
+	if err := e.waitReady(); err != nil {
+		cmd.Process.Kill()
+		return nil, err
+	}
+	return &trivialServer{cmd: cmd, e: e}, nil
+}
+
+// run drives it exactly as actas's introspection runs are driven.
+func (t *trivialServer) run(conns int, d time.Duration) result {
+	return t.e.introspectLoad(conns, d, []string{url.Values{"token": {"x.y.z"}}.Encode()}, `{"active":false}`)
+}
+
+func (t *trivialServer) stop() {
+	t.cmd.Process.Signal(syscall.SIGTERM)
+	t.cmd.Wait()
+}
+
+// cpuTime is the user and system CPU time a process has used, from
+// /proc/PID/stat (clock ticks of 10 ms); 0 where that is not readable.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
