@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store, auditKey []byte) {
 		{"notify/dead letter once, out of the backlog", testDeadLetter},
 		{"notify/expiries recorded once", testExpiries},
 		{"retention/engineers and archive", testRetention},
+		{"retention/writes go on between its batches", testRetentionYieldsToWriters},
 		{"retention/batches keep the chain verifiable", func(t *testing.T, s storage.Store) { testRetentionBatches(t, s, auditKey) }},
 		{"dpop/proof once across writers, again after expiry", testProofReplay},
 		{"ssf/streams, held and polled signals", testStreams},
