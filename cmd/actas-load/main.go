@@ -43,18 +43,19 @@ func main() {
 	compare := flag.Bool("compare", false, "introspect: after each run, drive a trivial Go handler (a process of its own) the same way, and print the ratio")
 	profile := flag.String("cpuprofile", "", "write actas's CPU profile (actas serve --cpuprofile) to this file")
 	scale := flag.Int("scale", 0, "before the runs, fill storage with this many grants (10 tokens and 5 audit events each) through actas's storage code")
+	tool := flag.String("tool", "go", `introspect: the load generator, "go" (this command's own client) or "wrk" (on PATH)`)
 	trivial := flag.String("trivial-serve", "", "(internal) serve the trivial handler on this address")
 	flag.Parse()
 	if *trivial != "" {
 		serveTrivial(*trivial)
 		return
 	}
-	if *bin == "" || (*mode != "introspect" && *mode != "exchange") || *conns < 1 || *runs < 1 || *scale < 0 {
+	if *bin == "" || (*mode != "introspect" && *mode != "exchange") || *conns < 1 || *runs < 1 || *scale < 0 || (*tool != "go" && *tool != "wrk") {
 		flag.Usage()
 		os.Exit(2)
 	}
 	o := options{bin: *bin, storage: *storage, mode: *mode, conns: *conns, duration: *duration, count: *count, runs: *runs,
-		tokens: *tokens, compare: *compare, profile: *profile, scale: *scale}
+		tokens: *tokens, compare: *compare, profile: *profile, scale: *scale, tool: *tool}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "actas-load:", err)
 		os.Exit(1)
@@ -65,7 +66,8 @@ type env struct {
 	base      string
 	cust, sup *devidp.IDP
 	hc        *http.Client
-	pid       int // actas's
+	pid       int    // actas's
+	tool      string // "go" or "wrk"
 }
 
 const productSecret = "load-product-secret-0123456789"
@@ -73,6 +75,7 @@ const productSecret = "load-product-secret-0123456789"
 // options are the command's flags.
 type options struct {
 	bin, storage, mode, profile string
+	tool                        string
 	conns, count, runs, tokens  int
 	scale                       int
 	duration                    time.Duration
@@ -145,18 +148,18 @@ clients:
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	}()
-	e := &env{base: "http://" + addr, cust: cust, sup: sup, pid: cmd.Process.Pid, hc: &http.Client{
+	e := &env{base: "http://" + addr, cust: cust, sup: sup, pid: cmd.Process.Pid, tool: o.tool, hc: &http.Client{
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{MaxIdleConns: conns * 2, MaxIdleConnsPerHost: conns * 2, IdleConnTimeout: time.Minute},
 	}}
 	if err := e.waitReady(); err != nil {
 		return fmt.Errorf("%v\n%s", err, logs.String())
 	}
-	fmt.Printf("actas-load: %s over loopback, storage %s, %d connections, %d run(s)\n", mode, strings.SplitN(storage, "://", 2)[0], conns, runs)
+	fmt.Printf("actas-load: %s over loopback, storage %s, %d connections, %d run(s), load by %s\n", mode, strings.SplitN(storage, "://", 2)[0], conns, runs, o.tool)
 
 	var cmp *trivialServer
 	if o.compare {
-		if cmp, err = startTrivial(conns); err != nil {
+		if cmp, err = startTrivial(conns, o.tool); err != nil {
 			return err
 		}
 		defer cmp.stop()
@@ -182,7 +185,10 @@ clients:
 		}
 		rates = append(rates, res.rate())
 		if cmp != nil {
-			tr := cmp.run(conns, duration)
+			tr, err := cmp.run(conns, duration)
+			if err != nil {
+				return err
+			}
 			fmt.Printf("run %d, trivial handler: %.0f/s, p50 %s, p99 %s: actas at %.0f%% of it\n",
 				r, tr.rate(), tr.p(0.50), tr.p(0.99), 100*res.rate()/tr.rate())
 			ratios, trivials = append(ratios, res.rate()/tr.rate()), append(trivials, tr.rate())
@@ -374,7 +380,14 @@ func (e *env) introspectRun(conns int, d time.Duration, ntokens, run int) (resul
 		bodies[i] = url.Values{"token": {out.AccessToken}}.Encode()
 	}
 	setup := cpuTime(e.pid) - cpu0
-	res := e.introspectLoad(conns, d, bodies, `{"active":true`)
+	var res result
+	if e.tool == "wrk" {
+		if res, err = wrkRun(e.base, conns, d, bodies); err != nil {
+			return res, err
+		}
+	} else {
+		res = e.introspectLoad(conns, d, bodies, `{"active":true`)
+	}
 	res.setupCPU = setup
 	return res, nil
 }

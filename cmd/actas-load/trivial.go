@@ -42,7 +42,7 @@ type trivialServer struct {
 
 // startTrivial runs this binary as the trivial handler on a free loopback
 // port.
-func startTrivial(conns int) (*trivialServer, error) {
+func startTrivial(conns int, tool string) (*trivialServer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -58,7 +58,7 @@ func startTrivial(conns int) (*trivialServer, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	e := &env{base: "http://" + addr, pid: cmd.Process.Pid, hc: &http.Client{Timeout: 30 * time.Second,
+	e := &env{base: "http://" + addr, pid: cmd.Process.Pid, tool: tool, hc: &http.Client{Timeout: 30 * time.Second,
 		Transport: &http.Transport{MaxIdleConns: conns * 2, MaxIdleConnsPerHost: conns * 2, IdleConnTimeout: time.Minute}}}
 	if err := e.waitReady(); err != nil {
 		cmd.Process.Kill()
@@ -68,8 +68,12 @@ func startTrivial(conns int) (*trivialServer, error) {
 }
 
 // run drives it exactly as actas's introspection runs are driven.
-func (t *trivialServer) run(conns int, d time.Duration) result {
-	return t.e.introspectLoad(conns, d, []string{url.Values{"token": {"x.y.z"}}.Encode()}, `{"active":false}`)
+func (t *trivialServer) run(conns int, d time.Duration) (result, error) {
+	bodies := []string{url.Values{"token": {"x.y.z"}}.Encode()}
+	if t.e.tool == "wrk" {
+		return wrkRun(t.e.base, conns, d, bodies)
+	}
+	return t.e.introspectLoad(conns, d, bodies, `{"active":false}`), nil
 }
 
 func (t *trivialServer) stop() {
