@@ -31,6 +31,7 @@ type Store struct {
 	// narrow a live token increments; states holds token states read at a
 	// version (see TokenState).
 	stateVersion *sql.Stmt
+	versions     *versionReads
 	states       *boundcache.Cache[string, versionedState]
 
 	// SQLite only: the group-commit batcher of Redeem.
@@ -172,6 +173,11 @@ func (s *Store) init(ctx context.Context, o Options) error {
 		return fmt.Errorf("sqlstore: preparing: %w", err)
 	}
 	s.states = boundcache.New[string, versionedState](65536)
+	s.versions = &versionReads{read: func(ctx context.Context) (int64, error) {
+		var v int64
+		err := s.stateVersion.QueryRowContext(ctx).Scan(&v)
+		return v, s.mapErr(err)
+	}}
 	return nil
 }
 

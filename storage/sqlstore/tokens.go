@@ -102,11 +102,13 @@ type versionedState struct {
 // state depends on has changed on any replica, and the state is answered
 // without reading the three rows again. The version is read before the
 // rows, so a change that commits in between only makes the next call read
-// them again. The returned slices are shared: callers must not change them.
+// them again; concurrent calls share version reads, each one started after
+// the call began (versionReads). The returned slices are shared: callers
+// must not change them.
 func (s *Store) TokenState(ctx context.Context, jti string) (storage.TokenState, error) {
-	var v int64
-	if err := s.stateVersion.QueryRowContext(ctx).Scan(&v); err != nil {
-		return storage.TokenState{}, s.mapErr(err)
+	v, err := s.versions.get(ctx)
+	if err != nil {
+		return storage.TokenState{}, err
 	}
 	if c, ok := s.states.Get(jti); ok && c.v == v {
 		return c.st, nil
