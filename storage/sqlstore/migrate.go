@@ -360,6 +360,10 @@ var migrations = []migration{
 		`CREATE TABLE state_version (id INTEGER PRIMARY KEY, v BIGINT NOT NULL)`,
 		`INSERT INTO state_version (id, v) VALUES (1, 0)`,
 	}},
+	{19, "ended grants found by index, not by scanning every grant", []string{
+		`CREATE INDEX grants_expires ON grants (expires_at)`,
+		`CREATE INDEX grants_revoked ON grants (revoked_at) WHERE revoked_at IS NOT NULL`,
+	}},
 }
 
 // LatestVersion is the schema version this build expects.

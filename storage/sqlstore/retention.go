@@ -198,11 +198,37 @@ func (s *Store) pruneAudit(ctx context.Context, p storage.PruneParams) (int, err
 // pruneEngineers removes engineer details of grants ended before cut and
 // stale engineer failure counters.
 func (s *Store) pruneEngineers(ctx context.Context, cut int64) (int, error) {
-	n, err := s.batched(ctx, `UPDATE grants SET engineer_email = '', engineer_claims = '{}', engineer_groups = '[]'
-		WHERE id IN (SELECT id FROM grants WHERE (engineer_email <> '' OR engineer_claims <> '{}') AND redeemed_at < ?
-			AND (expires_at < ? OR (revoked_at IS NOT NULL AND revoked_at < ?)) LIMIT ?)`, cut, cut, cut)
-	if err != nil {
-		return n, err
+	// Candidates are found on the readers, by the expiry and revocation
+	// indexes; each batch is then cleared in a short transaction that
+	// checks the condition again. The writer never waits on a scan.
+	const cond = `(engineer_email <> '' OR engineer_claims <> '{}') AND redeemed_at < ?
+		AND (expires_at < ? OR (revoked_at IS NOT NULL AND revoked_at < ?))`
+	n := 0
+	for {
+		var ids []string
+		if err := s.read.SelectContext(ctx, &ids, s.read.Rebind(`SELECT id FROM grants WHERE `+cond+` LIMIT ?`),
+			cut, cut, cut, s.pruneBatch); err != nil {
+			return n, s.mapErr(err)
+		}
+		if len(ids) == 0 {
+			break
+		}
+		q, args, err := sqlx.In(`UPDATE grants SET engineer_email = '', engineer_claims = '{}', engineer_groups = '[]'
+			WHERE id IN (?) AND `+cond, ids, cut, cut, cut)
+		if err != nil {
+			return n, err
+		}
+		err = s.tx(ctx, func(tx *sqlx.Tx) error {
+			c, err := s.exec(ctx, tx, q, args...)
+			n += int(c)
+			return err
+		})
+		if err != nil || len(ids) < s.pruneBatch {
+			if err != nil {
+				return n, err
+			}
+			break
+		}
 	}
 	m, err := s.batched(ctx, `DELETE FROM redeem_failures WHERE scope = ? AND subject IN
 		(SELECT subject FROM redeem_failures WHERE scope = ? AND window_start < ? LIMIT ?)`, scopeEngineer, scopeEngineer, cut)
