@@ -114,6 +114,7 @@ func TestCustomerPage(t *testing.T) {
 	b.run(t, "open the page", chromedp.Navigate(f.base+"/ui/"))
 	b.waitText(t, "Sign in with")
 	axe.check(t, b, "sign-in")
+	b.shot(t, "page-signin")
 	f.signIn(t, b, pageAdmin)
 	b.waitText(t, "Support access is off")
 	axe.check(t, b, "home, support off")
@@ -177,6 +178,7 @@ func TestCustomerPage(t *testing.T) {
 		b.run(t, "save settings", fill("Extra addresses", "sec@acme.example"), click("Save notification settings"))
 		b.waitText(t, "Notification settings saved.")
 		axe.check(t, b, "settings")
+		b.shot(t, "page-settings")
 	})
 
 	t.Run("ok/sign out ends the session everywhere", func(t *testing.T) {
