@@ -345,3 +345,38 @@ func readAll(resp *http.Response) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// TestCustomerPageOlderGrants: the grant list pages on, 50 at a time, and
+// every grant is reachable.
+func TestCustomerPageOlderGrants(t *testing.T) {
+	f := newPageFixture(t)
+	admin := f.cust.token(t, pageAdmin)
+	f.enable(t, "acme", admin, false)
+	var first string
+	for i := 0; i < 51; i++ {
+		id, _ := f.grant(t, "acme", admin, map[string]any{"role": "monitor", "environments": []string{"sandbox"}, "expires_in": 3600})
+		if i == 0 {
+			first = id
+		}
+	}
+	b := newBrowser(t, true)
+	f.signIn(t, b, pageAdmin)
+	count := func() int {
+		n, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll("tbody tr").length`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(); n != 50 {
+		t.Fatalf("first page: %d rows, want 50", n)
+	}
+	b.run(t, "older", chromedp.Click(chromedp.Search(`//a[normalize-space()="Older grants"]`)))
+	b.waitURL(t, "cursor=")
+	if n := count(); n != 1 {
+		t.Fatalf("second page: %d rows, want 1", n)
+	}
+	if html, _ := chromedp.Run(b.ctx, chromedp.OuterHTML(chromedp.CSS("tbody"))); !strings.Contains(html, first) || strings.Contains(b.text(t), "Older grants") {
+		t.Fatalf("the oldest grant is not on the last page, or it offers more:\n%s", b.text(t))
+	}
+}

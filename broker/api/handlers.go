@@ -167,15 +167,7 @@ func (h *Handler) listGrants(r *http.Request, cu *core.Customer) (int, any, erro
 	if err != nil {
 		return 0, nil, err
 	}
-	var after *storage.GrantPosition
-	if c := q["cursor"]; c != "" {
-		pos, ok := h.secrets.OpenCursor(cu.Tenant+"\x00grants", c)
-		if !ok || len(pos) < 9 {
-			return 0, nil, bad("cursor is invalid")
-		}
-		after = &storage.GrantPosition{CreatedAt: time.UnixMicro(int64(binary.BigEndian.Uint64(pos))), ID: string(pos[8:])}
-	}
-	grants, err := h.core.Grants(r.Context(), cu, q["status"], limit, after)
+	grants, next, err := h.core.GrantsPage(r.Context(), cu, q["status"], limit, q["cursor"])
 	if err != nil {
 		return 0, nil, err
 	}
@@ -185,10 +177,8 @@ func (h *Handler) listGrants(r *http.Request, cu *core.Customer) (int, any, erro
 		out = append(out, toGrantJSON(g, now))
 	}
 	resp := map[string]any{"grants": out}
-	if len(grants) == limit {
-		last := grants[len(grants)-1]
-		pos := append(binary.BigEndian.AppendUint64(nil, uint64(last.CreatedAt.UnixMicro())), last.ID...)
-		resp["next_cursor"] = h.secrets.SealCursor(cu.Tenant+"\x00grants", pos)
+	if next != "" {
+		resp["next_cursor"] = next
 	}
 	return http.StatusOK, resp, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -206,6 +207,29 @@ func newCode(n int) string {
 // Grants lists the customer's own grants, or all of the tenant's for an
 // admin, newest first, at most limit, after the position after (nil: from
 // the newest); status is active, inactive or all.
+// GrantsPage lists a page of grants, newest first, from cursor ("" for
+// the first page), and returns the cursor of the next page ("" when this
+// is the last). Cursors are sealed and bound to the tenant and the list.
+func (s *Service) GrantsPage(ctx context.Context, cu *Customer, status string, limit int, cursor string) ([]storage.Grant, string, error) {
+	var after *storage.GrantPosition
+	if cursor != "" {
+		pos, ok := s.secrets.OpenCursor(cu.Tenant+"\x00grants", cursor)
+		if !ok || len(pos) < 9 {
+			return nil, "", fail(KindInvalid, "cursor is invalid")
+		}
+		after = &storage.GrantPosition{CreatedAt: time.UnixMicro(int64(binary.BigEndian.Uint64(pos))), ID: string(pos[8:])}
+	}
+	grants, err := s.Grants(ctx, cu, status, limit, after)
+	if err != nil || len(grants) < limit {
+		return grants, "", err
+	}
+	last := grants[len(grants)-1]
+	pos := append(binary.BigEndian.AppendUint64(nil, uint64(last.CreatedAt.UnixMicro())), last.ID...)
+	return grants, s.secrets.SealCursor(cu.Tenant+"\x00grants", pos), nil
+}
+
+// Grants lists grants, newest first: all of the tenant's for an admin,
+// the customer's own otherwise.
 func (s *Service) Grants(ctx context.Context, cu *Customer, status string, limit int, after *storage.GrantPosition) ([]storage.Grant, error) {
 	switch status {
 	case "":

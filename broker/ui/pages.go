@@ -3,6 +3,7 @@ package ui
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,7 +55,8 @@ type homeView struct {
 	Notice     string
 	CanGrant   bool
 	MayToggle  bool
-	FeedActive bool
+	// Older links to the next page of grants; "" on the last.
+	Older string
 }
 
 // home is the tenant's support access at a glance: the setting, the grants
@@ -69,7 +71,7 @@ func (h *Handler) home(w http.ResponseWriter, r *http.Request, v *visitor) {
 		h.fail(w, r, err)
 		return
 	}
-	gs, err := h.core.Grants(r.Context(), v.Customer, status, 100, nil)
+	gs, next, err := h.core.GrantsPage(r.Context(), v.Customer, status, 50, r.URL.Query().Get("cursor"))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -78,6 +80,9 @@ func (h *Handler) home(w http.ResponseWriter, r *http.Request, v *visitor) {
 	now := h.core.Now()
 	view := homeView{Nav: navOf(v, "home"), Access: t, Status: status, Notice: notices[r.URL.Query().Get("done")],
 		CanGrant: t.SupportEnabled && (v.Admin || t.AllowNonAdminGrants), MayToggle: v.Admin}
+	if next != "" {
+		view.Older = "/ui/?" + url.Values{"status": {status}, "cursor": {next}}.Encode()
+	}
 	for _, g := range gs {
 		row := grantRow{ID: g.ID, Role: g.Role, Ticket: g.Ticket, GrantedBy: g.GrantedBy, Environments: g.Environments,
 			Resources: g.Resources, Created: g.CreatedAt, Redeemed: g.RedeemedAt, LastUse: used[g.ID], Expires: g.ExpiresAt,
