@@ -48,13 +48,13 @@ type grantRow struct {
 }
 
 type homeView struct {
-	Nav        nav
-	Access     storage.Tenant
-	Status     string // active or inactive
-	Grants     []grantRow
-	Notice     string
-	CanGrant   bool
-	MayToggle  bool
+	Nav       nav
+	Access    storage.Tenant
+	Status    string // active or inactive
+	Grants    []grantRow
+	Notice    string
+	CanGrant  bool
+	MayToggle bool
 	// Older links to the next page of grants; "" on the last.
 	Older string
 }
