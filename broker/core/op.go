@@ -96,8 +96,7 @@ func (s *Service) SignInEngineer(ctx context.Context, a storage.AuthRequest, raw
 		s.log.InfoContext(ctx, "authorize: upstream ID token rejected", "err", err)
 		return storage.Session{}, "", fail(KindUnauthenticated, "the support identity provider's answer could not be verified")
 	}
-	// OIDC Core §3.1.3.7 step 11: the nonce ties the token to this request.
-	if n := StringClaim(id.Claims, "nonce"); subtle.ConstantTimeCompare([]byte(n), []byte(a.UpstreamNonce)) != 1 {
+	if !nonceMatches(id, a.UpstreamNonce) {
 		return storage.Session{}, "", fail(KindUnauthenticated, "the support identity provider's answer is not for this sign-in (nonce)")
 	}
 	if id.Subject == "" {
@@ -113,6 +112,29 @@ func (s *Service) SignInEngineer(ctx context.Context, a storage.AuthRequest, raw
 		}
 		return storage.Session{}, "", err
 	}
+	sess, secret, err := s.newSession(ctx, storage.SessionEngineer, id, eng.Email)
+	if err != nil {
+		return storage.Session{}, "", err
+	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	if err := s.store.SetAuthRequestSession(ctx, a.ID, sess.ID); err != nil {
+		return storage.Session{}, "", unavailable(err)
+	}
+	s.appendAudit(ctx, s.event(engActor, "", audit.SessionStart, sess.ID, audit.Success, map[string]any{"client_id": a.ClientID}))
+	return sess, secret, nil
+}
+
+// nonceMatches is OIDC Core §3.1.3.7 step 11: the nonce ties an upstream
+// ID token to the sign-in that asked for it.
+func nonceMatches(id Identity, want string) bool {
+	return subtle.ConstantTimeCompare([]byte(StringClaim(id.Claims, "nonce")), []byte(want)) == 1
+}
+
+// newSession starts a browser session of kind for a verified upstream ID
+// token and returns it with its cookie secret (storage keeps its HMAC).
+// auth_time is the token's when it has a plausible one, else now.
+func (s *Service) newSession(ctx context.Context, kind string, id Identity, email string) (storage.Session, string, error) {
 	now := s.now()
 	authTime := now
 	if at, ok := id.Claims["auth_time"].(float64); ok && at > 0 && time.Unix(int64(at), 0).Before(now.Add(s.skew)) {
@@ -121,8 +143,8 @@ func (s *Service) SignInEngineer(ctx context.Context, a storage.AuthRequest, raw
 	raw, _ := json.Marshal(id.Claims)
 	secret := randomToken(32)
 	sess := storage.Session{
-		ID: randomToken(18), SecretHash: s.secrets.OPHash("session", secret), Kind: storage.SessionEngineer,
-		Subject: eng.Sub, Issuer: eng.Iss, Email: eng.Email, Claims: raw,
+		ID: randomToken(18), SecretHash: s.secrets.OPHash("session", secret), Kind: kind,
+		Subject: id.Subject, Issuer: id.Issuer, Email: email, Claims: raw,
 		AMR: StringsClaim(id.Claims, "amr"), ACR: StringClaim(id.Claims, "acr"),
 		AuthTime: authTime.UTC(), CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(SessionMaxAge),
 	}
@@ -131,10 +153,6 @@ func (s *Service) SignInEngineer(ctx context.Context, a storage.AuthRequest, raw
 	if err := s.store.CreateSession(ctx, sess); err != nil {
 		return storage.Session{}, "", unavailable(err)
 	}
-	if err := s.store.SetAuthRequestSession(ctx, a.ID, sess.ID); err != nil {
-		return storage.Session{}, "", unavailable(err)
-	}
-	s.appendAudit(ctx, s.event(engActor, "", audit.SessionStart, sess.ID, audit.Success, map[string]any{"client_id": a.ClientID}))
 	return sess, secret, nil
 }
 
@@ -394,17 +412,19 @@ func (s *Service) EndSession(ctx context.Context, sess storage.Session) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	a := audit.Actor{Type: storage.ActorSupportEngineer, ID: sess.Subject, Iss: sess.Issuer}
-	return s.endSession(ctx, a, sess.ID, "logout")
+	return s.endSession(ctx, a, "", sess.ID, "logout")
 }
 
-func (s *Service) endSession(ctx context.Context, a audit.Actor, id, reason string) error {
+// endSession ends session id (audited in tenant's chain) and what was
+// issued in it.
+func (s *Service) endSession(ctx context.Context, a audit.Actor, tenant, id, reason string) error {
 	ev := s.event(a, "", audit.TokenRevoke, "", audit.Success, nil)
 	ended, err := s.store.EndSession(ctx, id, s.now(), reason, ev)
 	if err != nil {
 		return unavailable(err)
 	}
 	if ended {
-		s.appendAudit(ctx, s.event(a, "", audit.SessionEnd, id, audit.Success, map[string]any{"reason": reason}))
+		s.appendAudit(ctx, s.event(a, tenant, audit.SessionEnd, id, audit.Success, map[string]any{"reason": reason}))
 	}
 	return nil
 }
@@ -417,7 +437,7 @@ func (s *Service) EndExpiredSessions(ctx context.Context) {
 	ids, err := s.store.ExpiredSessions(ctx, s.now(), 100)
 	for _, id := range ids {
 		if err == nil {
-			err = s.endSession(ctx, audit.System, id, "session_expired")
+			err = s.endSession(ctx, audit.System, "", id, "session_expired")
 		}
 	}
 	if err != nil && ctx.Err() == nil {

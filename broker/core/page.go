@@ -2,7 +2,6 @@ package core
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"time"
@@ -52,26 +51,16 @@ func (s *Service) SignInCustomer(ctx context.Context, a storage.AuthRequest, raw
 		s.log.InfoContext(ctx, "page sign-in: ID token rejected", "err", err)
 		return nil, storage.Session{}, "", fail(KindUnauthenticated, "your identity provider's answer could not be verified")
 	}
-	if n := StringClaim(id.Claims, "nonce"); subtle.ConstantTimeCompare([]byte(n), []byte(a.UpstreamNonce)) != 1 {
+	if !nonceMatches(id, a.UpstreamNonce) {
 		return nil, storage.Session{}, "", fail(KindUnauthenticated, "your identity provider's answer is not for this sign-in (nonce)")
 	}
 	cu, err := s.customerFrom(ctx, ci, id, true)
 	if err != nil {
 		return nil, storage.Session{}, "", err
 	}
-	now := s.now()
-	raw, _ := json.Marshal(id.Claims)
-	secret := randomToken(32)
-	sess := storage.Session{
-		ID: randomToken(18), SecretHash: s.secrets.OPHash("session", secret), Kind: storage.SessionCustomer,
-		Subject: cu.Sub, Issuer: cu.Iss, Email: cu.Email, Claims: raw,
-		AMR: StringsClaim(id.Claims, "amr"), ACR: StringClaim(id.Claims, "acr"),
-		AuthTime: now, CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(SessionMaxAge),
-	}
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	if err := s.store.CreateSession(ctx, sess); err != nil {
-		return nil, storage.Session{}, "", unavailable(err)
+	sess, secret, err := s.newSession(ctx, storage.SessionCustomer, id, cu.Email)
+	if err != nil {
+		return nil, storage.Session{}, "", err
 	}
 	s.appendAudit(ctx, s.event(cu.Actor(), cu.Tenant, audit.SessionStart, sess.ID, audit.Success, map[string]any{"surface": "page"}))
 	return cu, sess, secret, nil
@@ -101,14 +90,7 @@ func (s *Service) PageCustomer(ctx context.Context, secret string) (*Customer, s
 func (s *Service) EndPageSession(ctx context.Context, cu *Customer, sess storage.Session) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	ended, err := s.store.EndSession(ctx, sess.ID, s.now(), "logout", s.event(cu.Actor(), cu.Tenant, audit.TokenRevoke, "", audit.Success, nil))
-	if err != nil {
-		return unavailable(err)
-	}
-	if ended {
-		s.appendAudit(ctx, s.event(cu.Actor(), cu.Tenant, audit.SessionEnd, sess.ID, audit.Success, map[string]any{"surface": "page"}))
-	}
-	return nil
+	return s.endSession(ctx, cu.Actor(), cu.Tenant, sess.ID, "logout")
 }
 
 // GrantsLastUse returns the latest first use of each grant's tokens.
