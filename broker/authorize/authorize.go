@@ -67,24 +67,24 @@ func (h *Handler) Mount(r *mux.Router) {
 // they go back to the client.
 func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
-		h.pages.fail(w, r, http.StatusBadRequest, "This sign-in request is malformed.", "")
+		h.pages.fail(w, r, http.StatusBadRequest, "This sign-in request is malformed.")
 		return
 	}
 	p := r.Form
 	for _, k := range []string{"client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "prompt", "max_age"} {
 		if len(p[k]) > 1 { // RFC 6749 §3.1: parameters must not repeat
-			h.pages.fail(w, r, http.StatusBadRequest, "The parameter "+k+" is repeated in this sign-in request.", "")
+			h.pages.fail(w, r, http.StatusBadRequest, "The parameter "+k+" is repeated in this sign-in request.")
 			return
 		}
 	}
 	cl, ok := h.clients[p.Get("client_id")]
 	if !ok || len(cl.RedirectURIs) == 0 {
-		h.pages.fail(w, r, http.StatusBadRequest, "The product that sent you here is not registered for sign-in with actas (unknown client_id).", "")
+		h.pages.fail(w, r, http.StatusBadRequest, "The product that sent you here is not registered for sign-in with actas (unknown client_id).")
 		return
 	}
 	redirect := p.Get("redirect_uri")
 	if !slices.Contains(cl.RedirectURIs, redirect) { // exact match, OIDC Core §3.1.2.1
-		h.pages.fail(w, r, http.StatusBadRequest, "The product asked to return you to an address it has not registered (redirect_uri). You were not sent there.", "")
+		h.pages.fail(w, r, http.StatusBadRequest, "The product asked to return you to an address it has not registered (redirect_uri). You were not sent there.")
 		return
 	}
 	back := func(code, desc string) { h.redirectError(w, r, redirect, p.Get("state"), code, desc) }
@@ -145,7 +145,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 		CodeChallenge: p.Get("code_challenge"), Prompt: p.Get("prompt"), MaxAge: maxAge,
 	})
 	if err != nil {
-		h.pages.failErr(w, r, err, "")
+		h.pages.failErr(w, r, err)
 		return
 	}
 	http.SetCookie(w, web.Cookie(requestCookie+a.ID, browser, core.AuthRequestTTL))
@@ -161,7 +161,7 @@ func (h *Handler) toUpstream(w http.ResponseWriter, r *http.Request, a storage.A
 	u, err := h.upstream.AuthURL(r.Context(), a, forceLogin)
 	if err != nil {
 		h.log.ErrorContext(r.Context(), "authorize: support IdP", "err", err)
-		h.pages.fail(w, r, http.StatusServiceUnavailable, "The support identity provider cannot be reached. Try again in a moment.", a.ID)
+		h.pages.fail(w, r, http.StatusServiceUnavailable, "The support identity provider cannot be reached. Try again in a moment.")
 		return
 	}
 	http.Redirect(w, r, u, http.StatusFound)
@@ -173,7 +173,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	a, err := h.request(r, q.Get("state"))
 	if err != nil {
-		h.pages.failErr(w, r, err, "")
+		h.pages.failErr(w, r, err)
 		return
 	}
 	if e := q.Get("error"); e != "" {
@@ -184,7 +184,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	raw, err := h.upstream.Exchange(r.Context(), a, q.Get("code"))
 	if err != nil {
 		h.log.WarnContext(r.Context(), "authorize: support IdP code exchange", "err", err)
-		h.pages.fail(w, r, http.StatusBadGateway, "The support identity provider did not complete your sign-in. Start again from the product.", "")
+		h.pages.fail(w, r, http.StatusBadGateway, "The support identity provider did not complete your sign-in. Start again from the product.")
 		return
 	}
 	sess, secret, err := h.core.SignInEngineer(r.Context(), a, raw)
@@ -193,7 +193,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		h.pages.failErr(w, r, err, "")
+		h.pages.failErr(w, r, err)
 		return
 	}
 	http.SetCookie(w, web.Cookie(sessionCookie, secret, core.SessionMaxAge))

@@ -28,7 +28,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	var p url.Values
 	if r.Method == http.MethodPost {
 		if err := web.ParseForm(w, r); err != nil {
-			h.pages.fail(w, r, http.StatusBadRequest, "This logout request is malformed.", "")
+			h.pages.fail(w, r, http.StatusBadRequest, "This logout request is malformed.")
 			return
 		}
 		p = r.PostForm
@@ -40,11 +40,11 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	if hint != "" {
 		sid, aud, err := h.core.IDTokenHint(hint)
 		if err != nil {
-			h.pages.fail(w, r, http.StatusBadRequest, "The product sent an ID token that actas did not issue (id_token_hint).", "")
+			h.pages.fail(w, r, http.StatusBadRequest, "The product sent an ID token that actas did not issue (id_token_hint).")
 			return
 		}
 		if clientID != "" && clientID != aud {
-			h.pages.fail(w, r, http.StatusBadRequest, "client_id does not match the id_token_hint's audience.", "")
+			h.pages.fail(w, r, http.StatusBadRequest, "client_id does not match the id_token_hint's audience.")
 			return
 		}
 		clientID, hintSID = aud, sid
@@ -53,7 +53,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	if postURI != "" {
 		cl, ok := h.clients[clientID]
 		if !ok || !slices.Contains(cl.PostLogoutRedirectURIs, postURI) {
-			h.pages.fail(w, r, http.StatusBadRequest, "The product asked to send you to an address it has not registered for after logout (post_logout_redirect_uri). You were not sent there.", "")
+			h.pages.fail(w, r, http.StatusBadRequest, "The product asked to send you to an address it has not registered for after logout (post_logout_redirect_uri). You were not sent there.")
 			return
 		}
 		redirect = postURI
@@ -66,12 +66,12 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	if signedIn {
 		confirmed := r.Method == http.MethodPost && p.Get("confirm") == "yes"
 		if !confirmed && hintSID != sess.ID {
-			h.pages.render(w, http.StatusOK, "logout", logoutView{Engineer: engineerName(sess),
+			h.pages.Render(w, http.StatusOK, "logout", logoutView{Engineer: engineerName(sess),
 				IDTokenHint: hint, ClientID: clientID, PostLogoutRedirect: postURI, State: state})
 			return
 		}
 		if err := h.core.EndSession(r.Context(), sess); err != nil {
-			h.pages.failErr(w, r, err, "")
+			h.pages.failErr(w, r, err)
 			return
 		}
 	}
@@ -80,5 +80,5 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, redirect, http.StatusSeeOther)
 		return
 	}
-	h.pages.render(w, http.StatusOK, "signedout", signedOutView{WasSignedIn: signedIn})
+	h.pages.Render(w, http.StatusOK, "signedout", signedOutView{WasSignedIn: signedIn})
 }

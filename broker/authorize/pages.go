@@ -24,34 +24,30 @@ func newPages() *pages {
 	return &pages{web.NewPages(templateFS, "choose", "confirm", "error", "refused", "logout", "signedout")}
 }
 
-func (p *pages) render(w http.ResponseWriter, status int, name string, view any) {
-	p.Render(w, status, name, view)
-}
-
 type errorView struct {
 	Title, Message, RequestID string
 }
 
 // fail shows an error page; nothing is redirected.
-func (p *pages) fail(w http.ResponseWriter, r *http.Request, status int, msg, _ string) {
-	p.render(w, status, "error", errorView{Title: http.StatusText(status), Message: msg, RequestID: httpx.RequestID(r.Context())})
+func (p *pages) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	p.Render(w, status, "error", errorView{Title: http.StatusText(status), Message: msg, RequestID: httpx.RequestID(r.Context())})
 }
 
 // failErr shows a core refusal, or a generic failure for anything else
 // (its cause is logged by the caller's middleware, never shown).
-func (p *pages) failErr(w http.ResponseWriter, r *http.Request, err error, _ string) {
+func (p *pages) failErr(w http.ResponseWriter, r *http.Request, err error) {
 	ce := core.As(err)
 	switch {
 	case ce == nil:
-		p.fail(w, r, http.StatusInternalServerError, "Something went wrong on our side. Try again from the product.", "")
+		p.fail(w, r, http.StatusInternalServerError, "Something went wrong on our side. Try again from the product.")
 	case ce.Kind == core.KindUnavailable:
-		p.fail(w, r, http.StatusServiceUnavailable, ce.Message, "")
+		p.fail(w, r, http.StatusServiceUnavailable, ce.Message)
 	case ce.Kind == core.KindNotFound:
-		p.fail(w, r, http.StatusNotFound, ce.Message, "")
+		p.fail(w, r, http.StatusNotFound, ce.Message)
 	case ce.Kind == core.KindUnauthenticated:
-		p.fail(w, r, http.StatusUnauthorized, ce.Message+". Start again from the product.", "")
+		p.fail(w, r, http.StatusUnauthorized, ce.Message+". Start again from the product.")
 	default:
-		p.fail(w, r, http.StatusBadRequest, ce.Message, "")
+		p.fail(w, r, http.StatusBadRequest, ce.Message)
 	}
 }
 
@@ -61,7 +57,7 @@ type refusedView struct {
 
 // refused tells an engineer the policy refused them, before any code entry.
 func (p *pages) refused(w http.ResponseWriter, _ *http.Request, a storage.AuthRequest, reason, back string) {
-	p.render(w, http.StatusForbidden, "refused", refusedView{Reason: reason, Back: back, Product: a.ClientID})
+	p.Render(w, http.StatusForbidden, "refused", refusedView{Reason: reason, Back: back, Product: a.ClientID})
 }
 
 // grantView is a grant as the engineer sees it.
@@ -115,7 +111,7 @@ func (h *Handler) choose(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) renderChoose(w http.ResponseWriter, r *http.Request, a storage.AuthRequest, sess storage.Session, status int, tenant, msg string) {
 	gs, err := h.core.EngineerGrants(r.Context(), sess)
 	if err != nil {
-		h.pages.failErr(w, r, err, "")
+		h.pages.failErr(w, r, err)
 		return
 	}
 	v := chooseView{Req: a.ID, Product: a.ClientID, Engineer: engineerName(sess), Tenant: tenant,
@@ -123,7 +119,7 @@ func (h *Handler) renderChoose(w http.ResponseWriter, r *http.Request, a storage
 	for _, g := range gs {
 		v.Grants = append(v.Grants, viewGrant(g))
 	}
-	h.pages.render(w, status, "choose", v)
+	h.pages.Render(w, status, "choose", v)
 }
 
 func engineerName(s storage.Session) string {
@@ -139,13 +135,13 @@ func engineerName(s storage.Session) string {
 func (h *Handler) flow(w http.ResponseWriter, r *http.Request, id string) (storage.AuthRequest, storage.Session, bool) {
 	a, err := h.request(r, id)
 	if err != nil {
-		h.pages.failErr(w, r, err, "")
+		h.pages.failErr(w, r, err)
 		return a, storage.Session{}, false
 	}
 	sess, err := h.session(r)
 	if err != nil || (a.SessionID != "" && a.SessionID != sess.ID) {
 		if ce := core.As(err); ce != nil && ce.Kind == core.KindUnavailable {
-			h.pages.failErr(w, r, err, "")
+			h.pages.failErr(w, r, err)
 			return a, sess, false
 		}
 		// Signed out (or idle too long) half-way: sign in again.
@@ -158,7 +154,7 @@ func (h *Handler) flow(w http.ResponseWriter, r *http.Request, id string) (stora
 // postFlow is flow for a form POST naming its request in "req".
 func (h *Handler) postFlow(w http.ResponseWriter, r *http.Request) (storage.AuthRequest, storage.Session, bool) {
 	if err := web.ParseForm(w, r); err != nil {
-		h.pages.fail(w, r, http.StatusBadRequest, "This form is malformed.", "")
+		h.pages.fail(w, r, http.StatusBadRequest, "This form is malformed.")
 		return storage.AuthRequest{}, storage.Session{}, false
 	}
 	return h.flow(w, r, r.PostForm.Get("req"))
@@ -193,10 +189,10 @@ func (h *Handler) chosen(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		h.pages.failErr(w, r, err, "")
+		h.pages.failErr(w, r, err)
 		return
 	}
-	h.pages.render(w, http.StatusOK, "confirm", confirmView{Req: a.ID, Product: a.ClientID, Engineer: engineerName(sess), Grant: viewGrant(g)})
+	h.pages.Render(w, http.StatusOK, "confirm", confirmView{Req: a.ID, Product: a.ClientID, Engineer: engineerName(sess), Grant: viewGrant(g)})
 }
 
 // confirm answers the request: with a code for the confirmed grant
@@ -213,7 +209,7 @@ func (h *Handler) confirm(w http.ResponseWriter, r *http.Request) {
 	}
 	code, err := h.core.IssueAuthCode(r.Context(), a, sess, r.PostForm.Get("grant"))
 	if err != nil {
-		h.pages.failErr(w, r, err, "")
+		h.pages.failErr(w, r, err)
 		return
 	}
 	v := url.Values{"code": {code}, "iss": {h.issuer}}

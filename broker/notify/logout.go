@@ -25,8 +25,8 @@ const backchannelLogoutEvent = "http://schemas.openid.net/event/backchannel-logo
 // enough that a captured one is soon useless.
 const logoutTTL = 2 * time.Minute
 
-// LogoutClaims are the claims of a logout token for l, signed at t.
-func LogoutClaims(l storage.Logout, issuer string, t time.Time) map[string]any {
+// logoutClaims are the claims of a logout token for l, signed at t.
+func logoutClaims(l storage.Logout, issuer string, t time.Time) map[string]any {
 	c := map[string]any{
 		"iss": issuer, "aud": l.ClientID, "iat": t.Unix(), "exp": t.Add(logoutTTL).Unix(), "jti": l.JTI,
 		"sub":    l.Sub,
@@ -55,7 +55,7 @@ func (w *Worker) sendLogout(ctx context.Context, m storage.OutboxMessage) error 
 		w.log.Info("logout: client no longer takes back-channel logout; dropped", "client_id", l.ClientID, "jti", l.JTI)
 		return nil
 	}
-	payload, err := json.Marshal(LogoutClaims(l, w.issuer, w.now()))
+	payload, err := json.Marshal(logoutClaims(l, w.issuer, w.now()))
 	if err != nil {
 		return err
 	}

@@ -59,14 +59,6 @@ var funcs = template.FuncMap{
 	"iso":  func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"in":   Relative,
 	"join": func(l []string) string { return strings.Join(l, ", ") },
-	"has": func(l []string, v string) bool {
-		for _, e := range l {
-			if e == v {
-				return true
-			}
-		}
-		return false
-	},
 }
 
 // Relative says how far t is from now, in words.
