@@ -418,18 +418,21 @@ func (e *env) introspectLoad(conns int, d time.Duration, bodies []string, want s
 
 func (e *env) exchangeRun(conns, count, run int) (result, error) {
 	cpu0 := cpuTime(e.pid)
-	// Spread codes over tenants as real traffic would be.
+	// Spread codes over tenants as real traffic would be: interleaved, so
+	// that concurrent exchanges are for different customers.
 	const tenants = 8
 	type job struct{ tenant, code string }
-	var jobs []job
-	for t := 0; t < tenants; t++ {
-		tenant := fmt.Sprintf("ex-%d-%d", run, t)
-		codes, err := e.prepare(tenant, count/tenants, conns)
-		if err != nil {
+	jobs := make([]job, 0, count)
+	per := make([][]string, tenants)
+	for t := range per {
+		var err error
+		if per[t], err = e.prepare(fmt.Sprintf("ex-%d-%d", run, t), count/tenants, conns); err != nil {
 			return result{}, err
 		}
-		for _, c := range codes {
-			jobs = append(jobs, job{tenant, c})
+	}
+	for i := 0; i < count/tenants; i++ {
+		for t := range per {
+			jobs = append(jobs, job{fmt.Sprintf("ex-%d-%d", run, t), per[t][i]})
 		}
 	}
 	engs := make([]string, conns)

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -10,39 +11,119 @@ import (
 	"github.com/actas/actas/storage"
 )
 
-// insertAudit appends ev to its tenant's hash chain inside tx: the head
-// row is locked (PostgreSQL FOR UPDATE; SQLite has one writer), the event
-// is linked to it and the head advanced, all in the caller's transaction.
+// insertAudit appends ev to its tenant's hash chain inside tx; see
+// insertAudits.
 func (s *Store) insertAudit(ctx context.Context, tx *sqlx.Tx, ev storage.AuditEvent) error {
-	if ev.Action == "" || ev.ActorType == "" {
-		return fmt.Errorf("sqlstore: audit event needs an action and an actor type")
+	return s.insertAudits(ctx, tx, []storage.AuditEvent{ev})
+}
+
+// insertAudits appends evs, in order, to their tenants' hash chains inside
+// tx, one statement per run of events of one tenant. The first event of a
+// tenant in tx reads the head and locks its row (PostgreSQL: the upsert's
+// row lock; SQLite has one writer); later ones link to the head tx holds,
+// and tx writes the head once before commit (flushHeads).
+func (s *Store) insertAudits(ctx context.Context, tx *sqlx.Tx, evs []storage.AuditEvent) error {
+	st := s.state(tx)
+	if st == nil {
+		return errNoTx
 	}
-	// One statement creates the head if needed and returns it; the no-op
-	// update takes the row lock on PostgreSQL until the transaction ends.
-	var prev []byte
-	if err := s.queryRow(ctx, tx, `INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?, 0, ?)
-		ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq RETURNING seq, hash`,
-		ev.TenantID, storage.GenesisHash).Scan(&ev.Seq, &prev); err != nil {
-		return s.mapErr(err)
+	for len(evs) > 0 {
+		n := 1
+		for n < len(evs) && evs[n].TenantID == evs[0].TenantID {
+			n++
+		}
+		if err := s.insertRun(ctx, tx, st, evs[:n]); err != nil {
+			return err
+		}
+		evs = evs[n:]
 	}
-	ev.Seq++
-	ev.Time = time.UnixMicro(ev.Time.UnixMicro()).UTC() // the precision stored, so the hash verifies
-	if len(ev.Detail) == 0 {
-		ev.Detail = []byte("{}")
+	return nil
+}
+
+// insertRun appends events of one tenant.
+func (s *Store) insertRun(ctx context.Context, tx *sqlx.Tx, st *txState, evs []storage.AuditEvent) error {
+	tenant := evs[0].TenantID
+	h, ok := st.heads[tenant]
+	if !ok {
+		// One statement creates the head if needed and returns it; the
+		// no-op update takes the row lock on PostgreSQL until the
+		// transaction ends.
+		if err := s.queryRow(ctx, tx, `INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?, 0, ?)
+			ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq RETURNING seq, hash`,
+			tenant, storage.GenesisHash).Scan(&h.seq, &h.hash); err != nil {
+			return s.mapErr(err)
+		}
 	}
-	hash := storage.EventHash(s.auditKey, &ev, prev)
-	var id int64
-	if err := s.queryRow(ctx, tx, `INSERT INTO audit_events
-		(tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256, seq, prev_hash, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-		ev.TenantID, micro(ev.Time), ev.ActorType, ev.ActorID, ev.ActorIss, ev.Action, ev.Target,
-		ev.Outcome, string(ev.Detail), ev.PolicySHA256, ev.Seq, prev, hash).Scan(&id); err != nil {
-		return s.mapErr(err)
+	q := strings.Builder{}
+	q.WriteString(`INSERT INTO audit_events
+		(tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256, seq, prev_hash, hash) VALUES `)
+	args := make([]any, 0, 13*len(evs))
+	for i := range evs {
+		ev := &evs[i]
+		if ev.Action == "" || ev.ActorType == "" {
+			return fmt.Errorf("sqlstore: audit event needs an action and an actor type")
+		}
+		ev.Seq = h.seq + 1
+		ev.Time = time.UnixMicro(ev.Time.UnixMicro()).UTC() // the precision stored, so the hash verifies
+		if len(ev.Detail) == 0 {
+			ev.Detail = []byte("{}")
+		}
+		hash := storage.EventHash(s.auditKey, ev, h.hash)
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		args = append(args, ev.TenantID, micro(ev.Time), ev.ActorType, ev.ActorID, ev.ActorIss, ev.Action, ev.Target,
+			ev.Outcome, string(ev.Detail), ev.PolicySHA256, ev.Seq, h.hash, hash)
+		h = chainHead{seq: ev.Seq, hash: hash, dirty: true}
 	}
-	if _, err := s.exec(ctx, tx, `UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?`, ev.Seq, hash, ev.TenantID); err != nil {
+	// The order of RETURNING rows is not promised: match them by seq.
+	q.WriteString(" RETURNING seq, id")
+	ids, err := s.returnedIDs(ctx, tx, q.String(), args, len(evs))
+	if err != nil {
 		return err
 	}
-	return s.enqueue(ctx, tx, &ev, id)
+	st.heads[tenant] = h
+	for i := range evs {
+		id, ok := ids[evs[i].Seq]
+		if !ok {
+			return fmt.Errorf("%w: audit event seq %d was not returned", storage.ErrUnavailable, evs[i].Seq)
+		}
+		if err := s.enqueue(ctx, tx, &evs[i], id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// returnedIDs runs an insert returning (seq, id) rows.
+func (s *Store) returnedIDs(ctx context.Context, tx *sqlx.Tx, q string, args []any, n int) (map[int64]int64, error) {
+	ids := make(map[int64]int64, n)
+	if n == 1 {
+		var seq, id int64
+		if err := s.queryRow(ctx, tx, q, args...).Scan(&seq, &id); err != nil {
+			return nil, s.mapErr(err)
+		}
+		ids[seq] = id
+		return ids, nil
+	}
+	st, err := s.prepared(ctx, tx, q)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq, id int64
+		if err := rows.Scan(&seq, &id); err != nil {
+			return nil, s.mapErr(err)
+		}
+		ids[seq] = id
+	}
+	return ids, s.mapErr(rows.Err())
 }
 
 // AppendAudit writes events in one transaction of their own.

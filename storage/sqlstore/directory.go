@@ -203,6 +203,7 @@ func (s *Store) applyRoleChange(ctx context.Context, tx *sqlx.Tx, ch storage.Rol
 			return err
 		}
 	}
+	s.forgetRecipients(tx, ch.TenantID)
 	if ch.AdminEmail != "" {
 		_, err := s.exec(ctx, tx, `INSERT INTO tenant_admins (tenant_id, sub, email, seen_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (tenant_id, sub) DO UPDATE SET email = excluded.email, seen_at = excluded.seen_at`,

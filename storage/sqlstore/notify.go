@@ -47,6 +47,7 @@ func (s *Store) SetNotificationSettings(ctx context.Context, n storage.Notificat
 			n.TenantID, jsonList(n.Emails), n.WebhookURL, kindsJSON(n.Kinds), n.ChangedBy, micro(n.ChangedAt)); err != nil {
 			return err
 		}
+		s.forgetRecipients(tx, n.TenantID)
 		return s.insertAudit(ctx, tx, ev)
 	})
 }
@@ -56,6 +57,7 @@ func (s *Store) SeeAdmin(ctx context.Context, tenantID, sub, email string, at ti
 	return s.tx(ctx, func(tx *sqlx.Tx) error {
 		_, err := s.exec(ctx, tx, `INSERT INTO tenant_admins (tenant_id, sub, email, seen_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (tenant_id, sub) DO UPDATE SET email = excluded.email, seen_at = excluded.seen_at`, tenantID, sub, email, micro(at))
+		s.forgetRecipients(tx, tenantID)
 		return err
 	})
 }
@@ -71,26 +73,21 @@ func (s *Store) enqueue(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent
 	if kind == storage.NotifyApprovalDecided {
 		return s.enqueueGranter(ctx, tx, ev, eventID)
 	}
-	n := storage.NotificationSettings{Kinds: storage.DefaultNotifyKinds()}
-	var emails, kinds string
-	err := s.queryRow(ctx, tx, `SELECT emails, webhook_url, kinds FROM notification_settings WHERE tenant_id = ?`, ev.TenantID).Scan(&emails, &n.WebhookURL, &kinds)
-	switch {
-	case err == nil:
-		if n.Emails, err = parseList(emails); err != nil {
-			return err
-		}
-		if n.Kinds, err = parseKinds(kinds); err != nil {
-			return err
-		}
-	case !errors.Is(err, sql.ErrNoRows):
-		return s.mapErr(err)
+	r, err := s.recipients(ctx, tx, ev.TenantID)
+	if err != nil {
+		return err
 	}
+	n := r.settings
 	wants := func(group string) bool { return slices.Contains(n.Kinds[group], kind) }
 	var admins []string
 	if kind == storage.NotifyToggle || wants(storage.ToAdmins) {
-		if err := tx.SelectContext(ctx, &admins, tx.Rebind(`SELECT email FROM tenant_admins WHERE tenant_id = ? ORDER BY email`), ev.TenantID); err != nil {
-			return s.mapErr(err)
+		if !r.adminsOK {
+			if err := tx.SelectContext(ctx, &r.admins, tx.Rebind(`SELECT email FROM tenant_admins WHERE tenant_id = ? ORDER BY email`), ev.TenantID); err != nil {
+				return s.mapErr(err)
+			}
+			r.adminsOK = true
 		}
+		admins = slices.Clip(r.admins) // appended to below
 	}
 	if !wants(storage.ToEmails) {
 		n.Emails = nil
@@ -134,6 +131,34 @@ func (s *Store) enqueue(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent
 		}
 	}
 	return add("webhook", n.WebhookURL)
+}
+
+// recipients returns tenant's notification settings (the defaults if it
+// has none), read once per transaction.
+func (s *Store) recipients(ctx context.Context, tx *sqlx.Tx, tenant string) (*recipients, error) {
+	st := s.state(tx)
+	if st == nil {
+		return nil, errNoTx
+	}
+	if r, ok := st.notify[tenant]; ok {
+		return r, nil
+	}
+	r := &recipients{settings: storage.NotificationSettings{Kinds: storage.DefaultNotifyKinds()}}
+	var emails, kinds string
+	err := s.queryRow(ctx, tx, `SELECT emails, webhook_url, kinds FROM notification_settings WHERE tenant_id = ?`, tenant).Scan(&emails, &r.settings.WebhookURL, &kinds)
+	switch {
+	case err == nil:
+		if r.settings.Emails, err = parseList(emails); err != nil {
+			return nil, err
+		}
+		if r.settings.Kinds, err = parseKinds(kinds); err != nil {
+			return nil, err
+		}
+	case !errors.Is(err, sql.ErrNoRows):
+		return nil, s.mapErr(err)
+	}
+	st.notify[tenant] = r
+	return r, nil
 }
 
 // ClaimOutbox leases due messages with a conditional update each, so two
@@ -276,6 +301,11 @@ func (s *Store) enqueueGranter(ctx context.Context, tx *sqlx.Tx, ev *storage.Aud
 // granterEmail is the email claim of the granter's token when they made
 // the grant, "" if none.
 func (s *Store) granterEmail(ctx context.Context, tx *sqlx.Tx, tenant, grantID string) (string, error) {
+	if st := s.state(tx); st != nil {
+		if email, ok := st.granters[grantID]; ok {
+			return email, nil
+		}
+	}
 	var claims string
 	err := s.queryRow(ctx, tx, `SELECT granter_claims FROM grants WHERE tenant_id = ? AND id = ?`, tenant, grantID).Scan(&claims)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -284,16 +314,22 @@ func (s *Store) granterEmail(ctx context.Context, tx *sqlx.Tx, tenant, grantID s
 	if err != nil {
 		return "", s.mapErr(err)
 	}
+	return emailClaim([]byte(claims)), nil
+}
+
+// emailClaim is the email claim in a granter's claims, "" if there is no
+// usable address.
+func emailClaim(claims []byte) string {
 	var c struct {
 		Email string `json:"email"`
 	}
-	if json.Unmarshal([]byte(claims), &c) != nil {
-		return "", nil
+	if json.Unmarshal(claims, &c) != nil {
+		return ""
 	}
 	if a, err := mail.ParseAddress(c.Email); err != nil || a.Address != c.Email || len(c.Email) > 254 {
-		return "", nil // no usable address: nothing to send
+		return "" // no usable address: nothing to send
 	}
-	return c.Email, nil
+	return c.Email
 }
 
 func orNull(b []byte) []byte {

@@ -20,38 +20,42 @@ const (
 )
 
 // Redeem consumes a code with one conditional update; see storage.Store.
-// On SQLite, concurrent redemptions are group-committed by the batcher.
+// Concurrent redemptions are group-committed: the tenant's batcher runs
+// them in one transaction (see runBatcher).
 func (s *Store) Redeem(ctx context.Context, p storage.RedeemParams, issue func(storage.Grant) (storage.Issue, error)) (storage.Grant, error) {
-	if s.batch == nil {
-		var g storage.Grant
-		var result error
-		err := s.tx(ctx, func(tx *sqlx.Tx) error {
-			g, result = s.redeemInTx(ctx, tx, p, issue, false)
-			var rf *refusal
-			if errors.As(result, &rf) {
-				return result // roll the whole transaction back
-			}
-			return abortOn(result)
-		})
-		var rf *refusal
-		if errors.As(err, &rf) {
-			return storage.Grant{}, rf.err
-		}
-		if err != nil {
-			return storage.Grant{}, err
-		}
-		return g, result
-	}
 	job := &redeemJob{p: p, issue: issue, done: make(chan redeemResult, 1)}
 	select {
-	case s.batch <- job:
+	case s.batches[shard(p.TenantID, len(s.batches))] <- job:
 	case <-s.stop:
 		return storage.Grant{}, fmt.Errorf("%w: store closed", storage.ErrUnavailable)
 	case <-ctx.Done():
 		return storage.Grant{}, ctx.Err()
 	}
-	r := <-job.done // a batch ends within the busy timeout; its outcome must be reported
-	return r.g, r.err
+	// A batch ends within the busy timeout, and its outcome must be
+	// reported: wait for it, unless the batchers stopped before taking the
+	// job.
+	select {
+	case r := <-job.done:
+		return r.g, r.err
+	case <-s.batchersGone:
+		select {
+		case r := <-job.done:
+			return r.g, r.err
+		default:
+			return storage.Grant{}, fmt.Errorf("%w: store closed", storage.ErrUnavailable)
+		}
+	}
+}
+
+// shard picks a tenant's batcher (FNV-1a): one tenant's redemptions are
+// always batched together, so two batches never wait for each other's
+// audit chain heads.
+func shard(tenant string, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(tenant); i++ {
+		h = (h ^ uint32(tenant[i])) * 16777619
+	}
+	return int(h % uint32(n))
 }
 
 // abortOn says which per-redemption outcomes must roll back the whole
@@ -65,13 +69,8 @@ func abortOn(err error) error {
 	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, storage.ErrAlreadyExists):
 		return err
 	}
-	return nil // issue refused: its savepoint (or the whole tx) is rolled back by redeemInTx
+	return nil // issue refused: its savepoint is rolled back by redeemInTx
 }
-
-// refusal carries issue's error out of a transaction that must roll back.
-type refusal struct{ err error }
-
-func (r *refusal) Error() string { return r.err.Error() }
 
 type redeemJob struct {
 	p     storage.RedeemParams
@@ -87,16 +86,21 @@ type redeemResult struct {
 // maxBatch bounds one group commit.
 const maxBatch = 64
 
-// runBatcher group-commits redemptions on SQLite: it takes every queued
-// redemption (up to maxBatch), runs each in its own savepoint inside one
-// transaction and commits once, so one fsync serves the whole batch. It
-// stops when the store closes.
-func (s *Store) runBatcher() {
-	defer close(s.batchDone)
+// pgBatchers is how many redemption transactions run at once on
+// PostgreSQL. Each is a series of round trips, so a few overlap well; more
+// would only queue for the same cores.
+const pgBatchers = 4
+
+// runBatcher group-commits redemptions: it takes every queued redemption
+// of its shard (up to maxBatch), runs each in its own savepoint inside one
+// transaction and commits once, so one fsync serves the whole batch, and on
+// PostgreSQL each audit chain head is locked once per batch, not once per
+// redemption. It stops when the store closes.
+func (s *Store) runBatcher(batch chan *redeemJob) {
 	for {
 		var first *redeemJob
 		select {
-		case first = <-s.batch:
+		case first = <-batch:
 		case <-s.stop:
 			return
 		}
@@ -104,7 +108,7 @@ func (s *Store) runBatcher() {
 	drain:
 		for len(jobs) < maxBatch {
 			select {
-			case j := <-s.batch:
+			case j := <-batch:
 				jobs = append(jobs, j)
 			default:
 				break drain
@@ -119,7 +123,7 @@ func (s *Store) runBatch(jobs []*redeemJob) {
 	results := make([]redeemResult, len(jobs))
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
 		for i, j := range jobs {
-			g, err := s.redeemInTx(ctx, tx, j.p, j.issue, true)
+			g, err := s.redeemInTx(ctx, tx, j.p, j.issue)
 			if abort := abortOn(err); abort != nil {
 				return abort
 			}
@@ -135,37 +139,24 @@ func (s *Store) runBatch(jobs []*redeemJob) {
 	}
 }
 
-// redeemInTx is one redemption inside tx. With savepoint, a refusal by
+// redeemInTx is one redemption inside tx, in a savepoint: a refusal by
 // issue rolls back only this redemption's statements. The lockout check,
 // the conditional update, failure counting and the issue callback share
 // the savepoint's lifetime, so they stay in one function.
-func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemParams, issue func(storage.Grant) (storage.Issue, error), savepoint bool) (storage.Grant, error) {
+func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemParams, issue func(storage.Grant) (storage.Issue, error)) (storage.Grant, error) {
 	var g storage.Grant
 	engineerKey := p.Engineer.Iss + " " + p.Engineer.Sub // issuer URLs hold no spaces
 	windowStart := micro(p.Now.Add(-p.FailureWindow))
-	var count int
-	var start int64
-	err := s.queryRow(ctx, tx, `SELECT count, window_start FROM redeem_failures WHERE scope = ? AND subject = ?`,
-		scopeEngineer, engineerKey).Scan(&count, &start)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT redeem"); err != nil {
 		return g, s.mapErr(err)
 	}
-	if err == nil && count >= p.MaxFailures && start > windowStart {
-		return g, storage.ErrEngineerLocked
-	}
-	if savepoint {
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT redeem"); err != nil {
-			return g, s.mapErr(err)
-		}
-	}
+	heads := s.headsAt(tx)
 	release := func(keep bool) error {
-		if !savepoint {
-			return nil
-		}
 		if !keep {
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO redeem"); err != nil {
 				return s.mapErr(err)
 			}
+			s.restoreHeads(tx, heads)
 		}
 		_, err := tx.ExecContext(ctx, "RELEASE redeem")
 		return s.mapErr(err)
@@ -177,16 +168,32 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 	if engClaims == "" {
 		engClaims = "{}"
 	}
-	err = s.queryRow(ctx, tx, `UPDATE grants SET code_hash = NULL, redeemed_at = ?,
+	// A locked-out engineer redeems nothing, not even a live code; which
+	// of the two it was is read only when nothing was redeemed.
+	err := s.queryRow(ctx, tx, `UPDATE grants SET code_hash = NULL, redeemed_at = ?,
 			engineer_sub = ?, engineer_iss = ?, engineer_email = ?,
 			engineer_groups = ?, engineer_mfa = ?, engineer_claims = ?
 		WHERE tenant_id = ? AND code_hash = ? AND redeemed_at IS NULL AND revoked_at IS NULL
 			AND code_expires_at > ? AND expires_at > ?
 			AND EXISTS (SELECT 1 FROM tenants n WHERE n.id = grants.tenant_id AND n.support_enabled)
+			AND NOT EXISTS (SELECT 1 FROM redeem_failures f WHERE f.scope = ? AND f.subject = ? AND f.count >= ? AND f.window_start > ?)
 		RETURNING `+strings.ReplaceAll(grantCols, "g.", ""),
 		now, p.Engineer.Sub, p.Engineer.Iss, p.Engineer.Email, jsonList(p.Engineer.Groups), p.Engineer.MFA, engClaims,
-		p.TenantID, p.CodeHash, now, now).Scan(dest...)
+		p.TenantID, p.CodeHash, now, now, scopeEngineer, engineerKey, p.MaxFailures, windowStart).Scan(dest...)
 	if errors.Is(err, sql.ErrNoRows) {
+		var count int
+		var start int64
+		err := s.queryRow(ctx, tx, `SELECT count, window_start FROM redeem_failures WHERE scope = ? AND subject = ?`,
+			scopeEngineer, engineerKey).Scan(&count, &start)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return g, s.mapErr(err)
+		}
+		if err == nil && count >= p.MaxFailures && start > windowStart {
+			if err := release(true); err != nil {
+				return g, err
+			}
+			return storage.Grant{}, storage.ErrEngineerLocked
+		}
 		failure, err := s.countFailure(ctx, tx, p, engineerKey, windowStart)
 		if err != nil {
 			return g, err
@@ -202,6 +209,9 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 	if err := finish(); err != nil {
 		return g, err
 	}
+	if st := s.state(tx); st != nil {
+		st.granters[g.ID] = emailClaim(g.GranterClaims) // for the grant.redeem notice
+	}
 	is, ierr := issue(g)
 	if ierr == nil {
 		ierr = s.writeIssue(ctx, tx, is)
@@ -210,9 +220,6 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 		}
 	}
 	if ierr != nil {
-		if !savepoint {
-			return storage.Grant{}, &refusal{ierr}
-		}
 		if err := release(false); err != nil {
 			return g, err
 		}
@@ -307,10 +314,5 @@ func (s *Store) writeIssue(ctx context.Context, tx *sqlx.Tx, is storage.Issue) e
 			return err
 		}
 	}
-	for _, ev := range is.Events {
-		if err := s.insertAudit(ctx, tx, ev); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.insertAudits(ctx, tx, is.Events)
 }

@@ -23,6 +23,9 @@ type headJSON struct {
 
 // writeCheckpoint appends a checkpoint of all heads (and anchors) in tx.
 func (s *Store) writeCheckpoint(ctx context.Context, tx *sqlx.Tx, now time.Time, anchors []headJSON, sign storage.Signer) error {
+	if err := s.flushHeads(ctx, tx); err != nil {
+		return err
+	}
 	var heads []headJSON
 	rows, err := tx.QueryxContext(ctx, `SELECT tenant_id, seq, hash FROM audit_heads ORDER BY tenant_id`)
 	if err != nil {

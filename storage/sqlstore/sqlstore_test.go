@@ -16,7 +16,7 @@ import (
 	"github.com/actas/actas/storage/storetest"
 )
 
-func openSQLite(t *testing.T) storage.Store {
+func openSQLite(t testing.TB) storage.Store {
 	path := filepath.Join(t.TempDir(), "actas.db")
 	s, err := sqlstore.Open(context.Background(), "sqlite", path, sqlstore.Options{Migrate: true, AuditKey: testAuditKey, PruneBatch: 2})
 	if err != nil {
@@ -26,11 +26,13 @@ func openSQLite(t *testing.T) storage.Store {
 	return s
 }
 
-func TestSQLite(t *testing.T) { storetest.Run(t, openSQLite, testAuditKey) }
+func TestSQLite(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storage.Store { return openSQLite(t) }, testAuditKey)
+}
 
 // PostgresDSN returns the test DSN; the tests skip only when none is set,
 // and .ci/run always sets one.
-func postgresDSN(t *testing.T) string {
+func postgresDSN(t testing.TB) string {
 	dsn := os.Getenv("ACTAS_TEST_POSTGRES_DSN")
 	if dsn == "" {
 		t.Skip("ACTAS_TEST_POSTGRES_DSN not set")
@@ -39,7 +41,7 @@ func postgresDSN(t *testing.T) string {
 }
 
 // openPostgres gives each test a schema of its own in the test database.
-func openPostgres(t *testing.T) storage.Store {
+func openPostgres(t testing.TB) storage.Store {
 	dsn := postgresDSN(t)
 	b := make([]byte, 6)
 	rand.Read(b)
@@ -71,7 +73,9 @@ func openPostgres(t *testing.T) storage.Store {
 	return s
 }
 
-func TestPostgres(t *testing.T) { storetest.Run(t, openPostgres, testAuditKey) }
+func TestPostgres(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storage.Store { return openPostgres(t) }, testAuditKey)
+}
 
 func TestSchemaVersionGuard(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "actas.db")

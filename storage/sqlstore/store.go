@@ -34,11 +34,14 @@ type Store struct {
 	versions     *versionReads
 	states       *boundcache.Cache[string, versionedState]
 
-	// SQLite only: the group-commit batcher of Redeem.
-	batch     chan *redeemJob
-	stop      chan struct{}
-	batchDone chan struct{}
-	closeOnce sync.Once
+	// The group-commit batchers of Redeem, one goroutine each: one on
+	// SQLite (one writer), pgBatchers on PostgreSQL.
+	batches  []chan *redeemJob
+	stop     chan struct{}
+	batchers sync.WaitGroup
+	// batchersGone is closed once every batcher has returned.
+	batchersGone chan struct{}
+	closeOnce    sync.Once
 
 	stmtMu sync.Mutex
 	stmts  map[string]*sqlx.Stmt // prepared on write, by query text
@@ -49,9 +52,9 @@ type Store struct {
 	pruneBatch int    // rows per retention transaction
 
 	// onOutbox runs after a commit that queued outbox messages, so that
-	// the sender need not wait for its next poll; outboxTx marks them.
+	// the sender need not wait for its next poll.
 	onOutbox func()
-	outboxTx sync.Map // *sqlx.Tx -> struct{}
+	txs      sync.Map // *sqlx.Tx -> *txState, while the transaction runs
 
 	// logoutClients take OIDC Back-Channel Logout; set once before serving.
 	logoutClients map[string]bool
@@ -60,9 +63,6 @@ type Store struct {
 // OnOutbox sets fn to run (it must not block) after every commit that
 // queued outbox messages.
 func (s *Store) OnOutbox(fn func()) { s.onOutbox = fn }
-
-// queued marks tx as having queued outbox messages.
-func (s *Store) queued(tx *sqlx.Tx) { s.outboxTx.Store(tx, struct{}{}) }
 
 var _ storage.Store = (*Store)(nil)
 
@@ -103,7 +103,7 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 		}
 		f.Close()
 		base := "file:" + (&url.URL{Path: dsn}).EscapedPath() +
-			"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)"
+			"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)"
 		w, err := sqlx.Open("sqlite", base+"&_txlock=immediate")
 		if err != nil {
 			return nil, err
@@ -121,7 +121,7 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 		r.SetMaxOpenConns(n)
 		r.SetMaxIdleConns(n)
 		s.write, s.read = w, r
-		s.batch = make(chan *redeemJob, maxBatch)
+		s.batches = make([]chan *redeemJob, 1)
 	case "postgres":
 		s.f = flavorPostgres
 		db, err := sqlx.Open("pgx", dsn)
@@ -132,17 +132,18 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 		db.SetMaxIdleConns(32)
 		db.SetConnMaxIdleTime(5 * time.Minute)
 		s.write, s.read = db, db
+		s.batches = make([]chan *redeemJob, pgBatchers)
 	default:
 		return nil, fmt.Errorf("sqlstore: unknown storage kind %q", kind)
 	}
-	s.stop = make(chan struct{})
+	s.stop, s.batchersGone = make(chan struct{}), make(chan struct{})
 	if err := s.init(ctx, o); err != nil {
 		s.Close()
 		return nil, err
 	}
-	if s.batch != nil {
-		s.batchDone = make(chan struct{})
-		go s.runBatcher()
+	for i := range s.batches {
+		s.batches[i] = make(chan *redeemJob, maxBatch)
+		s.batchers.Go(func() { s.runBatcher(s.batches[i]) })
 	}
 	return s, nil
 }
@@ -233,8 +234,9 @@ func (s *Store) Close() error {
 		if s.stop != nil {
 			close(s.stop)
 		}
-		if s.batchDone != nil {
-			<-s.batchDone
+		s.batchers.Wait()
+		if s.batchersGone != nil {
+			close(s.batchersGone)
 		}
 	})
 	if s.tokenState != nil {
@@ -312,17 +314,21 @@ func (s *Store) tryTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	if err != nil {
 		return s.mapErr(err)
 	}
-	if err := fn(tx); err != nil {
+	st := &txState{heads: map[string]chainHead{}, notify: map[string]*recipients{}, granters: map[string]string{}}
+	s.txs.Store(tx, st)
+	defer s.txs.Delete(tx)
+	err = fn(tx)
+	if err == nil {
+		err = s.flushHeads(ctx, tx)
+	}
+	if err != nil {
 		tx.Rollback()
-		s.outboxTx.Delete(tx)
 		return err
 	}
-	err = tx.Commit()
-	_, queued := s.outboxTx.LoadAndDelete(tx)
-	if err != nil {
+	if err := tx.Commit(); err != nil {
 		return s.mapErr(err)
 	}
-	if queued && s.onOutbox != nil {
+	if st.queued && s.onOutbox != nil {
 		s.onOutbox()
 	}
 	return nil

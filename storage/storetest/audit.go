@@ -425,3 +425,78 @@ func testRetentionYieldsToWriters(t *testing.T, s storage.Store) {
 	}
 	t.Logf("%d writes finished during retention", during)
 }
+
+// testRedeemChain races redemptions that succeed, fail to match and are
+// refused part-way through writing their events, in two tenants: however
+// they are grouped into transactions (SQLite commits them in batches, each
+// in a savepoint), every chain must verify and hold exactly the events of
+// the outcomes that stood.
+func testRedeemChain(t *testing.T, s storage.Store, key []byte) {
+	ctx := context.Background()
+	tenants := []string{"acme", "beta"}
+	for _, tn := range tenants {
+		enable(t, s, tn)
+	}
+	const n = 48
+	for i := 0; i < n; i++ {
+		mustCreate(t, s, newGrant(tenants[i/4%2], fmt.Sprintf("7%05d", i)))
+	}
+	refuse := func(g storage.Grant) (storage.Issue, error) {
+		// The first event is written, the second is refused by storage:
+		// the redemption is rolled back with the event it wrote.
+		return storage.Issue{Events: []storage.AuditEvent{ev(g.TenantID, "grant.redeem"), {TenantID: g.TenantID}}}, nil
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	outcomes := map[string]int{}
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			tn := tenants[i/4%2]
+			code, issue, want := fmt.Sprintf("7%05d", i), issueFor("cli", t0), "ok"
+			switch i % 4 {
+			case 0, 1:
+				code, want = "000000", "no match"
+			case 2:
+				issue, want = refuse, "refused"
+			}
+			p := redeemParams(tn, code, fmt.Sprintf("eng-%d", i), t0)
+			p.MaxFailures = 1000
+			_, err := s.Redeem(ctx, p, issue)
+			var rf *storage.RedeemFailure
+			got := "ok"
+			switch {
+			case errors.As(err, &rf):
+				got = "no match"
+			case err != nil:
+				got = "refused"
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if got != want {
+				t.Errorf("redemption %d: %s (%v), want %s", i, got, err, want)
+			}
+			outcomes[got]++
+		}(i)
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	verified, err := audit.Verify(ctx, s, key, nil)
+	if err != nil {
+		t.Fatalf("chain after racing redemptions: %v", err)
+	}
+	// Per tenant: the support toggle, n/2 grants; then 2 events per
+	// success and 1 per failure to match.
+	want := len(tenants) + n + 2*outcomes["ok"] + outcomes["no match"]
+	if verified < want {
+		t.Fatalf("verified %d events, want at least %d (%v)", verified, want, outcomes)
+	}
+	for _, tn := range tenants {
+		if c := auditCount(t, s, tn, "grant.redeem"); c != outcomes["ok"]/2 {
+			t.Fatalf("%s: %d grant.redeem events, want %d", tn, c, outcomes["ok"]/2)
+		}
+	}
+}
