@@ -178,8 +178,12 @@ clients:
 			return fmt.Errorf("run %d: %v\n%s", r, err, tail(logs.String(), 2000))
 		}
 		cpu := (cpuTime(cmd.Process.Pid) - cpu0 - res.setupCPU) / time.Duration(max(res.n, 1))
-		fmt.Printf("run %d: %d requests in %.2fs: %.0f/s, p50 %s, p99 %s, actas CPU %s/request, errors %d\n",
-			r, res.n, res.elapsed.Seconds(), res.rate(), res.p(0.50), res.p(0.99), cpu.Round(time.Microsecond), res.errors)
+		client := ""
+		if res.clientCPU > 0 {
+			client = fmt.Sprintf(" (load client %s)", (res.clientCPU / time.Duration(max(res.n, 1))).Round(time.Microsecond))
+		}
+		fmt.Printf("run %d: %d requests in %.2fs: %.0f/s, p50 %s, p99 %s, actas CPU %s/request%s, errors %d\n",
+			r, res.n, res.elapsed.Seconds(), res.rate(), res.p(0.50), res.p(0.99), cpu.Round(time.Microsecond), client, res.errors)
 		if res.errors > 0 {
 			return fmt.Errorf("run %d had %d errors; first: %s", r, res.errors, res.firstErr)
 		}
@@ -304,6 +308,9 @@ type result struct {
 	// setupCPU is actas's CPU time spent preparing the run (grants and
 	// exchanges), taken off its CPU per request.
 	setupCPU time.Duration
+	// clientCPU is this command's own CPU time during the run (0 when
+	// another tool drove it): it shares the machine with actas.
+	clientCPU time.Duration
 }
 
 func (r result) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
@@ -320,6 +327,7 @@ func (r result) p(q float64) time.Duration {
 func drive(conns int, next func() (int, bool), work func(i int) error) result {
 	var mu sync.Mutex
 	var res result
+	cpu0 := cpuTime(os.Getpid())
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := 0; w < conns; w++ {
@@ -354,6 +362,7 @@ func drive(conns int, next func() (int, bool), work func(i int) error) result {
 	}
 	wg.Wait()
 	res.elapsed = time.Since(start)
+	res.clientCPU = cpuTime(os.Getpid()) - cpu0
 	res.n = len(res.lat)
 	sort.Slice(res.lat, func(i, j int) bool { return res.lat[i] < res.lat[j] })
 	return res

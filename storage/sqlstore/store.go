@@ -25,6 +25,8 @@ type Store struct {
 	f     flavor
 	write *sqlx.DB // SQLite: one connection, BEGIN IMMEDIATE
 	read  *sqlx.DB // SQLite: a pool of read-only connections; PostgreSQL: == write
+	// checkpoint is SQLite's checkpointer connection (runCheckpoints).
+	checkpoint *sqlx.DB
 
 	tokenState *sqlx.Stmt
 	// stateVersion reads the counter that every change able to end or
@@ -104,7 +106,7 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 		f.Close()
 		base := "file:" + (&url.URL{Path: dsn}).EscapedPath() +
 			"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)"
-		w, err := sqlx.Open("sqlite", base+"&_txlock=immediate")
+		w, err := sqlx.Open("sqlite", base+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
 		if err != nil {
 			return nil, err
 		}
@@ -120,7 +122,14 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 		n := max(4, 2*runtime.GOMAXPROCS(0))
 		r.SetMaxOpenConns(n)
 		r.SetMaxIdleConns(n)
-		s.write, s.read = w, r
+		c, err := sqlx.Open("sqlite", base)
+		if err != nil {
+			w.Close()
+			r.Close()
+			return nil, err
+		}
+		c.SetMaxOpenConns(1)
+		s.write, s.read, s.checkpoint = w, r, c
 		s.batches = make([]chan *redeemJob, 1)
 	case "postgres":
 		s.f = flavorPostgres
@@ -144,6 +153,9 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 	for i := range s.batches {
 		s.batches[i] = make(chan *redeemJob, maxBatch)
 		s.batchers.Go(func() { s.runBatcher(s.batches[i]) })
+	}
+	if s.checkpoint != nil {
+		s.batchers.Go(func() { s.runCheckpoints(s.checkpoint) })
 	}
 	return s, nil
 }
@@ -255,6 +267,9 @@ func (s *Store) Close() error {
 	err := s.write.Close()
 	if s.read != s.write {
 		err = errors.Join(err, s.read.Close())
+	}
+	if s.checkpoint != nil {
+		err = errors.Join(err, s.checkpoint.Close())
 	}
 	return err
 }

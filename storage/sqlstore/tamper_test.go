@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -197,5 +198,39 @@ func runRetention(t *testing.T, open rawOpener) {
 				t.Fatalf("got %v, want a ChainError mentioning %q", err, tc.reason)
 			}
 		})
+	}
+}
+
+// TestCheckpointer shows the WAL reaching the database file with the
+// writer's automatic checkpoint off: the checkpointer copies it.
+func TestCheckpointer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "actas.db")
+	s, err := sqlstore.Open(context.Background(), "sqlite", path, sqlstore.Options{Migrate: true, AuditKey: testAuditKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	time.Sleep(500 * time.Millisecond) // the migrations are checkpointed
+	before := size()
+	ev := storage.AuditEvent{Time: time.Now(), TenantID: "acme", ActorType: storage.ActorTenantAdmin, ActorID: "ada",
+		Action: "grant.create", Target: "grt_1", Outcome: "success", Detail: []byte(strings.Repeat(`{"pad":"x"}`, 100))}
+	for range 200 {
+		if err := s.AppendAudit(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for size() <= before {
+		if time.Now().After(deadline) {
+			t.Fatalf("database file still %d bytes after 200 events: nothing checkpointed the WAL", before)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
