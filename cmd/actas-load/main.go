@@ -43,6 +43,7 @@ func main() {
 	compare := flag.Bool("compare", false, "introspect: after each run, drive a trivial Go handler (a process of its own) the same way, and print the ratio")
 	profile := flag.String("cpuprofile", "", "write actas's CPU profile (actas serve --cpuprofile) to this file")
 	scale := flag.Int("scale", 0, "before the runs, fill storage with this many grants (10 tokens and 5 audit events each) through actas's storage code")
+	rate := flag.Int("rate", 0, "introspect with the go tool: offer this many requests per second (open loop) instead of as many as the connections can carry; latency counts from each request's scheduled time")
 	tool := flag.String("tool", "go", `introspect: the load generator, "go" (this command's own client) or "wrk" (on PATH)`)
 	trivial := flag.String("trivial-serve", "", "(internal) serve the trivial handler on this address")
 	flag.Parse()
@@ -50,12 +51,12 @@ func main() {
 		serveTrivial(*trivial)
 		return
 	}
-	if *bin == "" || (*mode != "introspect" && *mode != "exchange") || *conns < 1 || *runs < 1 || *scale < 0 || (*tool != "go" && *tool != "wrk") {
+	if *bin == "" || (*mode != "introspect" && *mode != "exchange") || *conns < 1 || *runs < 1 || *scale < 0 || *rate < 0 || (*tool != "go" && *tool != "wrk") || (*rate > 0 && (*tool != "go" || *mode != "introspect")) {
 		flag.Usage()
 		os.Exit(2)
 	}
 	o := options{bin: *bin, storage: *storage, mode: *mode, conns: *conns, duration: *duration, count: *count, runs: *runs,
-		tokens: *tokens, compare: *compare, profile: *profile, scale: *scale, tool: *tool}
+		tokens: *tokens, compare: *compare, profile: *profile, scale: *scale, tool: *tool, rate: *rate}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "actas-load:", err)
 		os.Exit(1)
@@ -77,7 +78,7 @@ type options struct {
 	bin, storage, mode, profile string
 	tool                        string
 	conns, count, runs, tokens  int
-	scale                       int
+	scale, rate                 int
 	duration                    time.Duration
 	compare                     bool
 }
@@ -156,6 +157,9 @@ clients:
 		return fmt.Errorf("%v\n%s", err, logs.String())
 	}
 	fmt.Printf("actas-load: %s over loopback, storage %s, %d connections, %d run(s), load by %s\n", mode, strings.SplitN(storage, "://", 2)[0], conns, runs, o.tool)
+	if o.rate > 0 {
+		fmt.Printf("actas-load: open loop, %d requests/s offered\n", o.rate)
+	}
 
 	var cmp *trivialServer
 	if o.compare {
@@ -170,7 +174,7 @@ clients:
 		var err error
 		cpu0 := cpuTime(cmd.Process.Pid)
 		if mode == "introspect" {
-			res, err = e.introspectRun(conns, duration, ntokens, r)
+			res, err = e.introspectRun(conns, duration, ntokens, r, o.rate)
 		} else {
 			res, err = e.exchangeRun(conns, count, r)
 		}
@@ -189,7 +193,7 @@ clients:
 		}
 		rates = append(rates, res.rate())
 		if cmp != nil {
-			tr, err := cmp.run(conns, duration)
+			tr, err := cmp.run(conns, duration, o.rate)
 			if err != nil {
 				return err
 			}
@@ -323,8 +327,9 @@ func (r result) p(q float64) time.Duration {
 }
 
 // drive runs work from conns workers until next returns false, timing each
-// call.
-func drive(conns int, next func() (int, bool), work func(i int) error) result {
+// call: from when it is due, if due is set (the worker waits until then),
+// else from when it starts.
+func drive(conns int, next func() (int, bool), due func(int) time.Time, work func(i int) error) result {
 	var mu sync.Mutex
 	var res result
 	cpu0 := cpuTime(os.Getpid())
@@ -343,6 +348,10 @@ func drive(conns int, next func() (int, bool), work func(i int) error) result {
 					break
 				}
 				t := time.Now()
+				if due != nil {
+					t = due(i)
+					time.Sleep(time.Until(t))
+				}
 				if err := work(i); err != nil {
 					errs++
 					if first == "" {
@@ -368,7 +377,7 @@ func drive(conns int, next func() (int, bool), work func(i int) error) result {
 	return res
 }
 
-func (e *env) introspectRun(conns int, d time.Duration, ntokens, run int) (result, error) {
+func (e *env) introspectRun(conns int, d time.Duration, ntokens, run, rate int) (result, error) {
 	cpu0 := cpuTime(e.pid)
 	tenant := fmt.Sprintf("intro-%d", run)
 	codes, err := e.prepare(tenant, ntokens, conns)
@@ -395,15 +404,17 @@ func (e *env) introspectRun(conns int, d time.Duration, ntokens, run int) (resul
 			return res, err
 		}
 	} else {
-		res = e.introspectLoad(conns, d, bodies, `{"active":true`)
+		res = e.introspectLoad(conns, d, rate, bodies, `{"active":true`)
 	}
-	res.setupCPU = setup
+	res.setupCPU += setup
 	return res, nil
 }
 
 // introspectLoad drives introspection calls with bodies for d; each answer
-// must start with want.
-func (e *env) introspectLoad(conns int, d time.Duration, bodies []string, want string) result {
+// must start with want. With rate > 0 the calls are offered at that rate
+// (open loop): call i is due at start + i/rate, and its latency counts from
+// then, so a call that waited for a free connection counts its wait.
+func (e *env) introspectLoad(conns int, d time.Duration, rate int, bodies []string, want string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var n atomic.Int64
@@ -413,7 +424,7 @@ func (e *env) introspectLoad(conns int, d time.Duration, bodies []string, want s
 		}
 		return int(n.Add(1)), true
 	}
-	return drive(conns, next, func(i int) error {
+	call := func(i int) error {
 		st, b, err := e.call("POST", "/introspect", "", "application/x-www-form-urlencoded", bodies[i%len(bodies)], true)
 		if err != nil {
 			return err
@@ -422,7 +433,29 @@ func (e *env) introspectLoad(conns int, d time.Duration, bodies []string, want s
 			return fmt.Errorf("introspect: %d %s", st, b)
 		}
 		return nil
-	})
+	}
+	if rate == 0 {
+		return drive(conns, next, nil, call)
+	}
+	// Open loop: one second at the rate first, not counted, so that the
+	// connections are open and the caches warm, as in a server that has
+	// been up for a while.
+	openLoop := func(d time.Duration) result {
+		start, total := time.Now(), int(d.Seconds()*float64(rate))
+		var n atomic.Int64
+		next := func() (int, bool) {
+			i := int(n.Add(1) - 1)
+			return i, i < total
+		}
+		due := func(i int) time.Time { return start.Add(time.Duration(i) * time.Second / time.Duration(rate)) }
+		return drive(conns, next, due, call)
+	}
+	cpu0 := cpuTime(e.pid)
+	openLoop(time.Second)
+	warm := cpuTime(e.pid) - cpu0
+	res := openLoop(d)
+	res.setupCPU = warm // not the run's
+	return res
 }
 
 func (e *env) exchangeRun(conns, count, run int) (result, error) {
@@ -454,7 +487,7 @@ func (e *env) exchangeRun(conns, count, run int) (result, error) {
 		i := int(n.Add(1) - 1)
 		return i, i < len(jobs)
 	}
-	res := drive(conns, next, func(i int) error {
+	res := drive(conns, next, nil, func(i int) error {
 		j := jobs[i]
 		st, b, err := e.call("POST", "/token", "", "application/x-www-form-urlencoded", exchangeBody(j.tenant, j.code, engs[i%len(engs)]), false)
 		if err != nil {
