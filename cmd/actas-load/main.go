@@ -168,7 +168,7 @@ clients:
 		}
 		defer cmp.stop()
 	}
-	var rates, ratios, trivials []float64
+	var rates, ratios, trivials, p50s, p99s []float64
 	for r := 1; r <= runs; r++ {
 		var res result
 		var err error
@@ -192,6 +192,7 @@ clients:
 			return fmt.Errorf("run %d had %d errors; first: %s", r, res.errors, res.firstErr)
 		}
 		rates = append(rates, res.rate())
+		p50s, p99s = append(p50s, float64(res.p(0.50))), append(p99s, float64(res.p(0.99)))
 		if cmp != nil {
 			tr, err := cmp.run(conns, duration, o.rate)
 			if err != nil {
@@ -202,7 +203,8 @@ clients:
 			ratios, trivials = append(ratios, res.rate()/tr.rate()), append(trivials, tr.rate())
 		}
 	}
-	fmt.Printf("median: %.0f %s/s over %d runs\n", median(rates), mode, runs)
+	fmt.Printf("median: %.0f %s/s over %d runs, p50 %s, p99 %s\n", median(rates), mode, runs,
+		time.Duration(median(p50s)).Round(10*time.Microsecond), time.Duration(median(p99s)).Round(10*time.Microsecond))
 	if cmp != nil {
 		fmt.Printf("median: trivial handler %.0f/s; actas at %.0f%% of it\n", median(trivials), 100*median(ratios))
 	}
