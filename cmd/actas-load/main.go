@@ -45,6 +45,7 @@ func main() {
 	scale := flag.Int("scale", 0, "before the runs, fill storage with this many grants (10 tokens and 5 audit events each) through actas's storage code")
 	rate := flag.Int("rate", 0, "introspect with the go tool: offer this many requests per second (open loop) instead of as many as the connections can carry; latency counts from each request's scheduled time")
 	tool := flag.String("tool", "go", `introspect: the load generator, "go" (this command's own client) or "wrk" (on PATH)`)
+	logFile := flag.String("actas-log", "", "also write actas's log (JSON lines, with each request's duration) to this file")
 	trivial := flag.String("trivial-serve", "", "(internal) serve the trivial handler on this address")
 	flag.Parse()
 	if *trivial != "" {
@@ -56,7 +57,7 @@ func main() {
 		os.Exit(2)
 	}
 	o := options{bin: *bin, storage: *storage, mode: *mode, conns: *conns, duration: *duration, count: *count, runs: *runs,
-		tokens: *tokens, compare: *compare, profile: *profile, scale: *scale, tool: *tool, rate: *rate}
+		tokens: *tokens, compare: *compare, profile: *profile, scale: *scale, tool: *tool, rate: *rate, logFile: *logFile}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "actas-load:", err)
 		os.Exit(1)
@@ -76,6 +77,7 @@ const productSecret = "load-product-secret-0123456789"
 // options are the command's flags.
 type options struct {
 	bin, storage, mode, profile string
+	logFile                     string
 	tool                        string
 	conns, count, runs, tokens  int
 	scale, rate                 int
@@ -140,6 +142,14 @@ clients:
 	cmd := exec.Command(bin, args...)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if o.logFile != "" {
+		f, err := os.Create(o.logFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cmd.Stdout, cmd.Stderr = io.MultiWriter(&logs, f), io.MultiWriter(&logs, f)
+	}
 	cmd.Env = append(os.Environ(), "LOAD_PRODUCT_SECRET="+productSecret,
 		"ACTAS_SECRET_KEY="+rootSecret)
 	if err := cmd.Start(); err != nil {
