@@ -122,14 +122,22 @@ func (s *Store) runBatch(jobs []*redeemJob) {
 	ctx := context.Background() // one client's cancellation must not fail the others
 	results := make([]redeemResult, len(jobs))
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
+		// Each redemption runs in the savepoint "redeem": one statement
+		// releases the last one's and opens the next one's.
+		step := "SAVEPOINT redeem"
 		for i, j := range jobs {
+			if _, err := tx.ExecContext(ctx, step); err != nil {
+				return s.mapErr(err)
+			}
+			step = "RELEASE redeem; SAVEPOINT redeem"
 			g, err := s.redeemInTx(ctx, tx, j.p, j.issue)
 			if abort := abortOn(err); abort != nil {
 				return abort
 			}
 			results[i] = redeemResult{g, err}
 		}
-		return nil
+		_, err := tx.ExecContext(ctx, "RELEASE redeem")
+		return s.mapErr(err)
 	})
 	for i, j := range jobs {
 		if err != nil {
@@ -139,27 +147,23 @@ func (s *Store) runBatch(jobs []*redeemJob) {
 	}
 }
 
-// redeemInTx is one redemption inside tx, in a savepoint: a refusal by
-// issue rolls back only this redemption's statements. The lockout check,
-// the conditional update, failure counting and the issue callback share
-// the savepoint's lifetime, so they stay in one function.
+// redeemInTx is one redemption inside tx, in the savepoint "redeem" that
+// runBatch opened: a refusal by issue rolls back only this redemption's
+// statements. The lockout check, the conditional update, failure counting
+// and the issue callback share the savepoint's lifetime, so they stay in
+// one function.
 func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemParams, issue func(storage.Grant) (storage.Issue, error)) (storage.Grant, error) {
 	var g storage.Grant
 	engineerKey := p.Engineer.Iss + " " + p.Engineer.Sub // issuer URLs hold no spaces
 	windowStart := micro(p.Now.Add(-p.FailureWindow))
-	if _, err := tx.ExecContext(ctx, "SAVEPOINT redeem"); err != nil {
-		return g, s.mapErr(err)
-	}
 	heads := s.headsAt(tx)
-	release := func(keep bool) error {
-		if !keep {
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO redeem"); err != nil {
-				return s.mapErr(err)
-			}
-			s.restoreHeads(tx, heads)
+	// undo rolls back what this redemption wrote, keeping the savepoint.
+	undo := func() error {
+		if _, err := tx.ExecContext(ctx, "ROLLBACK TO redeem"); err != nil {
+			return s.mapErr(err)
 		}
-		_, err := tx.ExecContext(ctx, "RELEASE redeem")
-		return s.mapErr(err)
+		s.restoreHeads(tx, heads)
+		return nil
 	}
 
 	now := micro(p.Now)
@@ -189,16 +193,10 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 			return g, s.mapErr(err)
 		}
 		if err == nil && count >= p.MaxFailures && start > windowStart {
-			if err := release(true); err != nil {
-				return g, err
-			}
 			return storage.Grant{}, storage.ErrEngineerLocked
 		}
 		failure, err := s.countFailure(ctx, tx, p, engineerKey, windowStart)
 		if err != nil {
-			return g, err
-		}
-		if err := release(true); err != nil {
 			return g, err
 		}
 		return storage.Grant{}, failure
@@ -220,13 +218,10 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 		}
 	}
 	if ierr != nil {
-		if err := release(false); err != nil {
+		if err := undo(); err != nil {
 			return g, err
 		}
 		return storage.Grant{}, ierr
-	}
-	if err := release(true); err != nil {
-		return g, err
 	}
 	return g, nil
 }
