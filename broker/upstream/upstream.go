@@ -2,6 +2,8 @@ package upstream
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/actas/actas/broker/core"
+	"github.com/actas/actas/internal/boundcache"
 )
 
 // upstreamAlgs are the JWS algorithms accepted on upstream ID tokens.
@@ -63,7 +66,8 @@ func (u *Issuer) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error)
 	if err := p.Claims(&meta); err != nil || meta.JWKSURI == "" {
 		return nil, fmt.Errorf("%w: %s publishes no jwks_uri", core.ErrIdPDown, u.issuer)
 	}
-	ks := &cooldownKeySet{url: meta.JWKSURI, client: u.client, now: u.now, cooldown: u.cooldown}
+	ks := &cooldownKeySet{url: meta.JWKSURI, client: u.client, now: u.now, cooldown: u.cooldown,
+		verified: boundcache.New[[32]byte, verifiedPayload](4096)}
 	if u.fetches != nil {
 		ks.fetched = func(err error) {
 			result := "ok"
@@ -130,11 +134,14 @@ func (u *Issuer) Verify(ctx context.Context, raw string) (core.Identity, error) 
 // checkIDToken applies the ID token checks go-oidc leaves to the client
 // (OIDC Core §3.1.3.7 items 4, 5 and 10) and refuses other JWT types.
 func (u *Issuer) checkIDToken(raw string, tok *oidc.IDToken, all map[string]any) error {
-	jws, err := jose.ParseSignedCompact(raw, joseAlgs())
-	if err != nil || len(jws.Signatures) != 1 {
+	// The signature verified (go-oidc): only the header's typ is read.
+	head, _, ok := strings.Cut(raw, ".")
+	var h map[string]any
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	if !ok || err != nil || json.Unmarshal(b, &h) != nil {
 		return errors.New("malformed token")
 	}
-	if typ, ok := jws.Signatures[0].Header.ExtraHeaders[jose.HeaderType]; ok {
+	if typ, ok := h["typ"]; ok {
 		t, _ := typ.(string)
 		if !strings.EqualFold(t, "JWT") && !strings.EqualFold(t, "application/jwt") {
 			return fmt.Errorf("a token of type %q is not an ID token", t)
@@ -166,7 +173,20 @@ type cooldownKeySet struct {
 
 	mu        sync.Mutex
 	keys      []jose.JSONWebKey
+	gen       uint64 // counts the key sets fetched
 	lastFetch time.Time
+
+	// verified remembers the payloads of tokens whose signature verified,
+	// by the token's SHA-256, with the key set they verified against: a
+	// pure result, like claims.KeySet's cache. An engineer's CLI sends the
+	// same ID token with every exchange until it expires; go-oidc still
+	// checks issuer, audience and times on every call.
+	verified *boundcache.Cache[[32]byte, verifiedPayload]
+}
+
+type verifiedPayload struct {
+	gen     uint64
+	payload []byte
 }
 
 func joseAlgs() []jose.SignatureAlgorithm {
@@ -178,32 +198,49 @@ func joseAlgs() []jose.SignatureAlgorithm {
 }
 
 func (k *cooldownKeySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
+	sum := sha256.Sum256([]byte(raw))
+	k.mu.Lock()
+	gen := k.gen
+	k.mu.Unlock()
+	if v, ok := k.verified.Get(sum); ok && v.gen == gen {
+		return v.payload, nil
+	}
+	payload, gen, err := k.verify(ctx, raw)
+	if err == nil {
+		k.verified.Put(sum, verifiedPayload{gen, payload})
+	}
+	return payload, err
+}
+
+// verify checks raw's signature against the issuer's keys and returns its
+// payload and the generation of the key set it verified against.
+func (k *cooldownKeySet) verify(ctx context.Context, raw string) ([]byte, uint64, error) {
 	jws, err := jose.ParseSignedCompact(raw, joseAlgs())
 	if err != nil {
-		return nil, fmt.Errorf("malformed token: %v", err)
+		return nil, 0, fmt.Errorf("malformed token: %v", err)
 	}
 	if len(jws.Signatures) != 1 {
-		return nil, errors.New("token must carry exactly one signature")
+		return nil, 0, errors.New("token must carry exactly one signature")
 	}
 	kid := jws.Signatures[0].Header.KeyID
-	keys, err := k.keysFor(ctx, kid)
+	keys, gen, err := k.keysFor(ctx, kid)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for _, key := range keys {
 		if kid != "" && key.KeyID != kid {
 			continue
 		}
 		if payload, err := jws.Verify(&key); err == nil {
-			return payload, nil
+			return payload, gen, nil
 		}
 	}
-	return nil, errors.New("signature does not verify with the issuer's keys")
+	return nil, 0, errors.New("signature does not verify with the issuer's keys")
 }
 
 // keysFor returns the cached keys, refreshing them first when kid is not
 // among them and the cooldown has passed.
-func (k *cooldownKeySet) keysFor(ctx context.Context, kid string) ([]jose.JSONWebKey, error) {
+func (k *cooldownKeySet) keysFor(ctx context.Context, kid string) ([]jose.JSONWebKey, uint64, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	known := false
@@ -214,7 +251,7 @@ func (k *cooldownKeySet) keysFor(ctx context.Context, kid string) ([]jose.JSONWe
 		}
 	}
 	if known || (!k.lastFetch.IsZero() && k.now().Sub(k.lastFetch) < k.cooldown) {
-		return k.keys, nil
+		return k.keys, k.gen, nil
 	}
 	k.lastFetch = k.now()
 	keys, err := k.fetch(ctx)
@@ -222,10 +259,11 @@ func (k *cooldownKeySet) keysFor(ctx context.Context, kid string) ([]jose.JSONWe
 		k.fetched(err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", core.ErrIdPDown, err)
+		return nil, 0, fmt.Errorf("%w: %v", core.ErrIdPDown, err)
 	}
 	k.keys = keys
-	return keys, nil
+	k.gen++ // what verified against the old set must verify again
+	return keys, k.gen, nil
 }
 
 func (k *cooldownKeySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {

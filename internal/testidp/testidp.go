@@ -20,7 +20,7 @@ import (
 type IDP struct {
 	srv      *httptest.Server
 	signer   jose.Signer
-	jwks     []byte
+	jwks     atomic.Pointer[[]byte]
 	jwksHits atomic.Int64
 	// Issuer is the iss of minted tokens; a test may change it to mint
 	// tokens that claim another issuer.
@@ -36,14 +36,15 @@ func New(tb testing.TB) *IDP {
 	jwk := jose.JSONWebKey{Key: key, KeyID: "k1", Algorithm: "RS256", Use: "sig"}
 	signer, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jwk}, nil)
 	p := &IDP{signer: signer}
-	p.jwks, _ = json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk.Public()}})
+	set, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk.Public()}})
+	p.jwks.Store(&set)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
 		json.NewEncoder(w).Encode(map[string]any{"issuer": p.Issuer, "jwks_uri": p.Issuer + "/jwks"})
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, _ *http.Request) {
 		p.jwksHits.Add(1)
-		w.Write(p.jwks)
+		w.Write(*p.jwks.Load())
 	})
 	p.srv = httptest.NewServer(mux)
 	p.Issuer = p.srv.URL
@@ -80,4 +81,17 @@ func (p *IDP) SignWithKid(tb testing.TB, kid string) string {
 	obj, _ := signer.Sign(b)
 	s, _ := obj.CompactSerialize()
 	return s
+}
+
+// Rotate replaces the issuer's key with a fresh one named kid: Mint signs
+// with it, and the JWKS publishes it alone. Call it between requests.
+func (p *IDP) Rotate(tb testing.TB, kid string) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	jwk := jose.JSONWebKey{Key: key, KeyID: kid, Algorithm: "RS256", Use: "sig"}
+	p.signer, _ = jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jwk}, nil)
+	set, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk.Public()}})
+	p.jwks.Store(&set)
 }
