@@ -412,11 +412,12 @@ type Store interface {
 
 	// Redeem consumes the live code p.CodeHash of p.TenantID for
 	// p.Engineer with one conditional update, calls issue with the bound
-	// grant, and writes what it returns in the same transaction. If issue
+	// grant and its tenant as that transaction reads them, and writes what
+	// it returns in the same transaction. If issue
 	// fails nothing is written. A code that matches nothing counts a
 	// failure and returns *RedeemFailure; an engineer past the limit gets
 	// ErrEngineerLocked and changes nothing.
-	Redeem(ctx context.Context, p RedeemParams, issue func(Grant) (Issue, error)) (Grant, error)
+	Redeem(ctx context.Context, p RedeemParams, issue func(Grant, Tenant) (Issue, error)) (Grant, error)
 
 	// Refresh consumes a live refresh token (single use) and writes what
 	// issue returns. A token already used revokes its grant (reuse

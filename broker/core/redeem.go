@@ -89,10 +89,6 @@ func (s *Service) redeem(ctx context.Context, x Exchange, eng policy.Engineer, b
 
 	ctx, cancel := s.bound(ctx) // after the IdP: only storage is bounded here
 	defer cancel()
-	tn, err := s.store.Tenant(ctx, x.Tenant)
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return nil, storage.Grant{}, unavailable(err)
-	}
 	now := s.now()
 	var issued *claims.Claims
 	var refresh string
@@ -105,7 +101,7 @@ func (s *Service) redeem(ctx context.Context, x Exchange, eng policy.Engineer, b
 		LockoutEvent: s.event(audit.System, x.Tenant, audit.TenantLockout, x.Tenant, audit.Success,
 			map[string]any{"reason": "redemption failure limit reached", "max_failures": pol.Code.MaxFailures, "last_engineer": eng.Sub}),
 	}
-	g, err := s.store.Redeem(ctx, params, func(g storage.Grant) (storage.Issue, error) {
+	g, err := s.store.Redeem(ctx, params, func(g storage.Grant, tn storage.Tenant) (storage.Issue, error) {
 		ig, err := issuedGrant(&g, policy.Tenant{ID: x.Tenant, SupportAccess: tn.SupportEnabled, AllowNonAdminGrants: tn.AllowNonAdminGrants}, true)
 		if err != nil {
 			return storage.Issue{}, err

@@ -22,7 +22,7 @@ const (
 // Redeem consumes a code with one conditional update; see storage.Store.
 // Concurrent redemptions are group-committed: the tenant's batcher runs
 // them in one transaction (see runBatcher).
-func (s *Store) Redeem(ctx context.Context, p storage.RedeemParams, issue func(storage.Grant) (storage.Issue, error)) (storage.Grant, error) {
+func (s *Store) Redeem(ctx context.Context, p storage.RedeemParams, issue func(storage.Grant, storage.Tenant) (storage.Issue, error)) (storage.Grant, error) {
 	job := &redeemJob{p: p, issue: issue, done: make(chan redeemResult, 1)}
 	select {
 	case s.batches[shard(p.TenantID, len(s.batches))] <- job:
@@ -74,7 +74,7 @@ func abortOn(err error) error {
 
 type redeemJob struct {
 	p     storage.RedeemParams
-	issue func(storage.Grant) (storage.Issue, error)
+	issue func(storage.Grant, storage.Tenant) (storage.Issue, error)
 	done  chan redeemResult
 }
 
@@ -152,7 +152,7 @@ func (s *Store) runBatch(jobs []*redeemJob) {
 // statements. The lockout check, the conditional update, failure counting
 // and the issue callback share the savepoint's lifetime, so they stay in
 // one function.
-func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemParams, issue func(storage.Grant) (storage.Issue, error)) (storage.Grant, error) {
+func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemParams, issue func(storage.Grant, storage.Tenant) (storage.Issue, error)) (storage.Grant, error) {
 	var g storage.Grant
 	engineerKey := p.Engineer.Iss + " " + p.Engineer.Sub // issuer URLs hold no spaces
 	windowStart := micro(p.Now.Add(-p.FailureWindow))
@@ -168,6 +168,7 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 
 	now := micro(p.Now)
 	dest, finish := grantDest(&g)
+	tenant := storage.Tenant{ID: p.TenantID, SupportEnabled: true} // the update requires it
 	engClaims := string(p.Engineer.Claims)
 	if engClaims == "" {
 		engClaims = "{}"
@@ -181,9 +182,10 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 			AND code_expires_at > ? AND expires_at > ?
 			AND EXISTS (SELECT 1 FROM tenants n WHERE n.id = grants.tenant_id AND n.support_enabled)
 			AND NOT EXISTS (SELECT 1 FROM redeem_failures f WHERE f.scope = ? AND f.subject = ? AND f.count >= ? AND f.window_start > ?)
-		RETURNING `+strings.ReplaceAll(grantCols, "g.", ""),
+		RETURNING `+strings.ReplaceAll(grantCols, "g.", "")+`,
+			(SELECT n.allow_non_admin_grants FROM tenants n WHERE n.id = grants.tenant_id)`,
 		now, p.Engineer.Sub, p.Engineer.Iss, p.Engineer.Email, jsonList(p.Engineer.Groups), p.Engineer.MFA, engClaims,
-		p.TenantID, p.CodeHash, now, now, scopeEngineer, engineerKey, p.MaxFailures, windowStart).Scan(dest...)
+		p.TenantID, p.CodeHash, now, now, scopeEngineer, engineerKey, p.MaxFailures, windowStart).Scan(append(dest, &tenant.AllowNonAdminGrants)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		var count int
 		var start int64
@@ -210,7 +212,7 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 	if st := s.state(tx); st != nil {
 		st.granters[g.ID] = emailClaim(g.GranterClaims) // for the grant.redeem notice
 	}
-	is, ierr := issue(g)
+	is, ierr := issue(g, tenant)
 	if ierr == nil {
 		ierr = s.writeIssue(ctx, tx, is)
 		if errors.Is(ierr, storage.ErrUnavailable) || errors.Is(ierr, storage.ErrAlreadyExists) {

@@ -71,7 +71,7 @@ func benchRedeem(b *testing.B, s storage.Store) {
 			p := storage.RedeemParams{TenantID: tenant(i), CodeHash: code(i), Now: now, MaxFailures: 10, FailureWindow: time.Hour,
 				Engineer:     storage.Engineer{Sub: "eng", Iss: "https://support", Email: "eng@support", Groups: []string{"support"}},
 				FailureEvent: event(tenant(i), "grant.redeem_failed", ""), LockoutEvent: event(tenant(i), "tenant.lockout", "")}
-			_, err := s.Redeem(ctx, p, func(g storage.Grant) (storage.Issue, error) {
+			_, err := s.Redeem(ctx, p, func(g storage.Grant, _ storage.Tenant) (storage.Issue, error) {
 				jti := fmt.Sprintf("jti_%d", i)
 				return storage.Issue{
 					Token: storage.Token{JTI: jti, GrantID: g.ID, ClientID: "cli", Audience: "product", Role: g.Role, Scope: "read",

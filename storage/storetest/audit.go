@@ -441,7 +441,7 @@ func testRedeemChain(t *testing.T, s storage.Store, key []byte) {
 	for i := 0; i < n; i++ {
 		mustCreate(t, s, newGrant(tenants[i/4%2], fmt.Sprintf("7%05d", i)))
 	}
-	refuse := func(g storage.Grant) (storage.Issue, error) {
+	refuse := func(g storage.Grant, _ storage.Tenant) (storage.Issue, error) {
 		// The first event is written, the second is refused by storage:
 		// the redemption is rolled back with the event it wrote.
 		return storage.Issue{Events: []storage.AuditEvent{ev(g.TenantID, "grant.redeem"), {TenantID: g.TenantID}}}, nil

@@ -201,7 +201,7 @@ func putCode(t *testing.T, s storage.Store, c storage.AuthCode, now time.Time) {
 
 func codeIssue(now time.Time) func(storage.Grant, storage.AuthCode) (storage.Issue, error) {
 	return func(g storage.Grant, c storage.AuthCode) (storage.Issue, error) {
-		is, err := issueFor(c.ClientID, now)(g)
+		is, err := issueFor(c.ClientID, now)(g, storage.Tenant{})
 		is.Token.SID, is.Refresh.SID = c.SessionID, c.SessionID
 		is.Events = is.Events[1:]
 		return is, err

@@ -108,8 +108,8 @@ func redeemParams(tenant, code, engineer string, now time.Time) storage.RedeemPa
 	}
 }
 
-func issueFor(clientID string, now time.Time) func(storage.Grant) (storage.Issue, error) {
-	return func(g storage.Grant) (storage.Issue, error) {
+func issueFor(clientID string, now time.Time) func(storage.Grant, storage.Tenant) (storage.Issue, error) {
+	return func(g storage.Grant, _ storage.Tenant) (storage.Issue, error) {
 		return storage.Issue{
 			Token: storage.Token{JTI: randID("jti_"), GrantID: g.ID, ClientID: clientID, Audience: "product", Role: g.Role, Scope: "read", IssuedAt: now, ExpiresAt: now.Add(15 * time.Minute)},
 			Refresh: &storage.RefreshToken{Hash: []byte(randID("rt_")), GrantID: g.ID, ClientID: clientID, Audience: "product", Role: g.Role, Scope: "read",
@@ -123,8 +123,15 @@ func issueFor(clientID string, now time.Time) func(storage.Grant) (storage.Issue
 func redeem(t *testing.T, s storage.Store, p storage.RedeemParams) (storage.Grant, storage.Issue) {
 	t.Helper()
 	var got storage.Issue
-	g, err := s.Redeem(context.Background(), p, func(g storage.Grant) (storage.Issue, error) {
-		is, err := issueFor("cli", p.Now)(g)
+	want, err := s.Tenant(context.Background(), p.TenantID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := s.Redeem(context.Background(), p, func(g storage.Grant, tn storage.Tenant) (storage.Issue, error) {
+		if tn.ID != want.ID || !tn.SupportEnabled || tn.AllowNonAdminGrants != want.AllowNonAdminGrants {
+			t.Errorf("issue saw tenant %+v, want %+v", tn, want)
+		}
+		is, err := issueFor("cli", p.Now)(g, tn)
 		got = is
 		return is, err
 	})
