@@ -140,16 +140,20 @@ clients:
 		args = append(args, "--cpuprofile", o.profile)
 	}
 	cmd := exec.Command(bin, args...)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	// Only the log's tail is kept, for error messages: a line per request
+	// kept whole grew without bound, and copying it as it grew stalled
+	// this process during the runs it measures.
+	logs := &tailBuffer{max: 64 << 10}
+	var out io.Writer = logs
 	if o.logFile != "" {
 		f, err := os.Create(o.logFile)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		cmd.Stdout, cmd.Stderr = io.MultiWriter(&logs, f), io.MultiWriter(&logs, f)
+		out = io.MultiWriter(logs, f)
 	}
+	cmd.Stdout, cmd.Stderr = out, out // one value: os/exec then writes from one goroutine at a time
 	cmd.Env = append(os.Environ(), "LOAD_PRODUCT_SECRET="+productSecret,
 		"ACTAS_SECRET_KEY="+rootSecret)
 	if err := cmd.Start(); err != nil {
@@ -164,7 +168,7 @@ clients:
 		Transport: &http.Transport{MaxIdleConns: conns * 2, MaxIdleConnsPerHost: conns * 2, IdleConnTimeout: time.Minute},
 	}}
 	if err := e.waitReady(); err != nil {
-		return fmt.Errorf("%v\n%s", err, logs.String())
+		return fmt.Errorf("%v\n%s", err, logs)
 	}
 	fmt.Printf("actas-load: %s over loopback, storage %s, %d connections, %d run(s), load by %s\n", mode, strings.SplitN(storage, "://", 2)[0], conns, runs, o.tool)
 	if o.rate > 0 {
@@ -224,6 +228,29 @@ clients:
 func median(v []float64) float64 {
 	sort.Float64s(v)
 	return v[len(v)/2]
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.max; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
 }
 
 func tail(s string, n int) string {
