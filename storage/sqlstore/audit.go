@@ -23,6 +23,13 @@ func (s *Store) insertAudit(ctx context.Context, tx *sqlx.Tx, ev storage.AuditEv
 // row lock; SQLite has one writer); later ones link to the head tx holds,
 // and tx writes the head once before commit (flushHeads).
 func (s *Store) insertAudits(ctx context.Context, tx *sqlx.Tx, evs []storage.AuditEvent) error {
+	return s.insertAuditsWith(ctx, tx, evs, nil)
+}
+
+// insertAuditsWith is insertAudits, with the first run's statement
+// carrying with's inserts as data-modifying CTEs (PostgreSQL only: one
+// round trip instead of several).
+func (s *Store) insertAuditsWith(ctx context.Context, tx *sqlx.Tx, evs []storage.AuditEvent, with *cte) error {
 	st := s.state(tx)
 	if st == nil {
 		return errNoTx
@@ -32,16 +39,23 @@ func (s *Store) insertAudits(ctx context.Context, tx *sqlx.Tx, evs []storage.Aud
 		for n < len(evs) && evs[n].TenantID == evs[0].TenantID {
 			n++
 		}
-		if err := s.insertRun(ctx, tx, st, evs[:n]); err != nil {
+		if err := s.insertRun(ctx, tx, st, evs[:n], with); err != nil {
 			return err
 		}
-		evs = evs[n:]
+		evs, with = evs[n:], nil
 	}
 	return nil
 }
 
+// cte is a WITH clause and its arguments, which come before the
+// statement's own.
+type cte struct {
+	sql  string
+	args []any
+}
+
 // insertRun appends events of one tenant.
-func (s *Store) insertRun(ctx context.Context, tx *sqlx.Tx, st *txState, evs []storage.AuditEvent) error {
+func (s *Store) insertRun(ctx context.Context, tx *sqlx.Tx, st *txState, evs []storage.AuditEvent, with *cte) error {
 	tenant := evs[0].TenantID
 	h, ok := st.heads[tenant]
 	if !ok {
@@ -55,9 +69,13 @@ func (s *Store) insertRun(ctx context.Context, tx *sqlx.Tx, st *txState, evs []s
 		}
 	}
 	q := strings.Builder{}
+	args := make([]any, 0, 13*len(evs))
+	if with != nil {
+		q.WriteString(with.sql)
+		args = append(args, with.args...)
+	}
 	q.WriteString(`INSERT INTO audit_events
 		(tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256, seq, prev_hash, hash) VALUES `)
-	args := make([]any, 0, 13*len(evs))
 	for i := range evs {
 		ev := &evs[i]
 		if ev.Action == "" || ev.ActorType == "" {
