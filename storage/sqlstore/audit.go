@@ -117,14 +117,6 @@ func (s *Store) insertRun(ctx context.Context, tx *sqlx.Tx, st *txState, evs []s
 // returnedIDs runs an insert returning (seq, id) rows.
 func (s *Store) returnedIDs(ctx context.Context, tx *sqlx.Tx, q string, args []any, n int) (map[int64]int64, error) {
 	ids := make(map[int64]int64, n)
-	if n == 1 {
-		var seq, id int64
-		if err := s.queryRow(ctx, tx, q, args...).Scan(&seq, &id); err != nil {
-			return nil, s.mapErr(err)
-		}
-		ids[seq] = id
-		return ids, nil
-	}
 	st, err := s.prepared(ctx, tx, q)
 	if err != nil {
 		return nil, err

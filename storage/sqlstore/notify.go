@@ -302,8 +302,8 @@ func (s *Store) enqueueGranter(ctx context.Context, tx *sqlx.Tx, ev *storage.Aud
 // the grant, "" if none.
 func (s *Store) granterEmail(ctx context.Context, tx *sqlx.Tx, tenant, grantID string) (string, error) {
 	if st := s.state(tx); st != nil {
-		if email, ok := st.granters[grantID]; ok {
-			return email, nil
+		if claims, ok := st.granters[grantID]; ok {
+			return emailClaim(claims), nil
 		}
 	}
 	var claims string

@@ -255,15 +255,8 @@ func (s *Store) ExchangeAuthCode(ctx context.Context, hash []byte, bind storage.
 			if live > 0 {
 				return errBurnt
 			}
-			var grantID, tenantID string
-			err = s.queryRow(ctx, tx, `SELECT grant_id, tenant_id FROM auth_codes WHERE hash = ? AND used_at IS NOT NULL AND NOT burnt`, hash).Scan(&grantID, &tenantID)
-			if errors.Is(err, sql.ErrNoRows) {
-				return storage.ErrNotFound
-			}
-			if err != nil {
-				return s.mapErr(err)
-			}
-			if _, err := s.endGrants(ctx, tx, tenantID, `id = ?`, []any{grantID}, now, "system", "authorization_code_reuse", &reuse); err != nil {
+			if err := s.endReused(ctx, tx, `SELECT grant_id, tenant_id FROM auth_codes WHERE hash = ? AND used_at IS NOT NULL AND NOT burnt`,
+				[]any{hash}, now, "authorization_code_reuse", reuse); err != nil {
 				return err
 			}
 			reused = true
@@ -276,8 +269,7 @@ func (s *Store) ExchangeAuthCode(ctx context.Context, hash []byte, bind storage.
 		if c.AMR, err = parseList(amr); err != nil {
 			return err
 		}
-		g, err = s.scanGrant(s.queryRow(ctx, tx, `SELECT `+grantCols+` FROM grants g JOIN tenants n ON n.id = g.tenant_id
-			WHERE g.id = ? AND g.revoked_at IS NULL AND g.expires_at > ? AND n.support_enabled`, c.GrantID, micro(now)))
+		g, err = s.liveGrant(ctx, tx, c.GrantID, now)
 		if err != nil {
 			return err
 		}

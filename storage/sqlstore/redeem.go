@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"time"
 
@@ -47,15 +48,13 @@ func (s *Store) Redeem(ctx context.Context, p storage.RedeemParams, issue func(s
 	}
 }
 
-// shard picks a tenant's batcher (FNV-1a): one tenant's redemptions are
-// always batched together, so two batches never wait for each other's
-// audit chain heads.
+// shard picks a tenant's batcher: one tenant's redemptions are always
+// batched together, so two batches never wait for each other's audit
+// chain heads.
 func shard(tenant string, n int) int {
-	h := uint32(2166136261)
-	for i := 0; i < len(tenant); i++ {
-		h = (h ^ uint32(tenant[i])) * 16777619
-	}
-	return int(h % uint32(n))
+	h := fnv.New32a()
+	h.Write([]byte(tenant))
+	return int(h.Sum32() % uint32(n))
 }
 
 // abortOn says which per-redemption outcomes must roll back the whole
@@ -210,7 +209,7 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 		return g, err
 	}
 	if st := s.state(tx); st != nil {
-		st.granters[g.ID] = emailClaim(g.GranterClaims) // for the grant.redeem notice
+		st.granters[g.ID] = g.GranterClaims // for the grant.redeem notice
 	}
 	is, ierr := issue(g, tenant)
 	if ierr == nil {
@@ -296,40 +295,38 @@ func (s *Store) bump(ctx context.Context, tx *sqlx.Tx, scope, subject string, no
 }
 
 func (s *Store) writeIssue(ctx context.Context, tx *sqlx.Tx, is storage.Issue) error {
-	const (
-		insertToken = `INSERT INTO tokens (jti, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-		insertRefresh = `INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	)
-	var inserts []string
-	var args []any
+	type insert struct {
+		q    string
+		args []any
+	}
+	var inserts []insert
 	// A redemption made in a browser binds the grant and issues nothing
 	// yet: the authorization code issues later.
 	if t := is.Token; t.JTI != "" {
-		inserts = append(inserts, insertToken)
-		args = append(args, t.JTI, t.GrantID, t.ClientID, t.Audience, t.Role, t.Scope,
-			micro(t.IssuedAt), micro(t.ExpiresAt), t.JKT, t.SID)
+		inserts = append(inserts, insert{`INSERT INTO tokens (jti, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, []any{t.JTI, t.GrantID, t.ClientID, t.Audience, t.Role, t.Scope,
+			micro(t.IssuedAt), micro(t.ExpiresAt), t.JKT, t.SID}})
 	}
 	if r := is.Refresh; r != nil {
-		inserts = append(inserts, insertRefresh)
-		args = append(args, r.Hash, r.GrantID, r.ClientID, r.Audience, r.Role, r.Scope,
-			micro(r.IssuedAt), micro(r.ExpiresAt), r.JKT, r.SID)
+		inserts = append(inserts, insert{`INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, []any{r.Hash, r.GrantID, r.ClientID, r.Audience, r.Role, r.Scope,
+			micro(r.IssuedAt), micro(r.ExpiresAt), r.JKT, r.SID}})
 	}
 	if s.f.name == flavorPostgres.name && len(is.Events) > 0 && len(inserts) > 0 {
 		// One round trip: the inserts ride as data-modifying CTEs of the
 		// events' insert, and run to completion whether read or not.
-		with := &cte{sql: "WITH ", args: args}
-		for i, q := range inserts {
+		with := &cte{sql: "WITH "}
+		for i, in := range inserts {
 			if i > 0 {
 				with.sql += ", "
 			}
-			with.sql += fmt.Sprintf("w%d AS (%s) ", i, q)
+			with.sql += fmt.Sprintf("w%d AS (%s) ", i, in.q)
+			with.args = append(with.args, in.args...)
 		}
 		return s.insertAuditsWith(ctx, tx, is.Events, with)
 	}
-	for i, q := range inserts {
-		if _, err := s.exec(ctx, tx, q, args[10*i:10*i+10]...); err != nil {
+	for _, in := range inserts {
+		if _, err := s.exec(ctx, tx, in.q, in.args...); err != nil {
 			return err
 		}
 	}

@@ -329,7 +329,7 @@ func (s *Store) tryTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	if err != nil {
 		return s.mapErr(err)
 	}
-	st := &txState{heads: map[string]chainHead{}, notify: map[string]*recipients{}, granters: map[string]string{}}
+	st := &txState{heads: map[string]chainHead{}, notify: map[string]*recipients{}, granters: map[string][]byte{}}
 	s.txs.Store(tx, st)
 	defer s.txs.Delete(tx)
 	err = fn(tx)

@@ -36,16 +36,8 @@ func (s *Store) Refresh(ctx context.Context, hash []byte, clientID string, now t
 			RETURNING `+strings.ReplaceAll(refreshCols, "r.", ""), micro(now), hash, clientID, micro(now)), &r)
 		if errors.Is(err, sql.ErrNoRows) {
 			// A used token presented again: the family is compromised.
-			var grantID, tenantID string
-			err := s.queryRow(ctx, tx, `SELECT r.grant_id, g.tenant_id FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id
-				WHERE r.hash = ? AND r.client_id = ? AND r.used_at IS NOT NULL`, hash, clientID).Scan(&grantID, &tenantID)
-			if errors.Is(err, sql.ErrNoRows) {
-				return storage.ErrNotFound
-			}
-			if err != nil {
-				return s.mapErr(err)
-			}
-			if _, err := s.endGrants(ctx, tx, tenantID, `id = ?`, []any{grantID}, now, "system", "refresh_token_reuse", &reuse); err != nil {
+			if err := s.endReused(ctx, tx, `SELECT r.grant_id, g.tenant_id FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id
+				WHERE r.hash = ? AND r.client_id = ? AND r.used_at IS NOT NULL`, []any{hash, clientID}, now, "refresh_token_reuse", reuse); err != nil {
 				return err
 			}
 			reused = true
@@ -54,8 +46,7 @@ func (s *Store) Refresh(ctx context.Context, hash []byte, clientID string, now t
 		if err != nil {
 			return s.mapErr(err)
 		}
-		g, err = s.scanGrant(s.queryRow(ctx, tx, `SELECT `+grantCols+` FROM grants g JOIN tenants n ON n.id = g.tenant_id
-			WHERE g.id = ? AND g.revoked_at IS NULL AND g.expires_at > ? AND n.support_enabled`, r.GrantID, micro(now)))
+		g, err = s.liveGrant(ctx, tx, r.GrantID, now)
 		if err != nil {
 			return err
 		}
@@ -272,4 +263,26 @@ func (s *Store) tokenGrant(ctx context.Context, tx *sqlx.Tx, jti string) (endedG
 		FROM tokens t JOIN grants g ON g.id = t.grant_id WHERE t.jti = ?`, jti).Scan(
 		&g.ID, &g.Tenant, &g.Sub, &g.SubIss, &g.Act, &g.ActIss, &g.TokenAudnce)
 	return g, s.mapErr(err)
+}
+
+// endReused ends the grant that q (returning grant_id, tenant_id) finds
+// for a credential presented again after use; ErrNotFound if none.
+func (s *Store) endReused(ctx context.Context, tx *sqlx.Tx, q string, args []any, now time.Time, reason string, ev storage.AuditEvent) error {
+	var grantID, tenantID string
+	err := s.queryRow(ctx, tx, q, args...).Scan(&grantID, &tenantID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return storage.ErrNotFound
+	}
+	if err != nil {
+		return s.mapErr(err)
+	}
+	_, err = s.endGrants(ctx, tx, tenantID, `id = ?`, []any{grantID}, now, "system", reason, &ev)
+	return err
+}
+
+// liveGrant reads a grant that is neither ended nor expired, of a tenant
+// with support on.
+func (s *Store) liveGrant(ctx context.Context, tx *sqlx.Tx, id string, now time.Time) (storage.Grant, error) {
+	return s.scanGrant(s.queryRow(ctx, tx, `SELECT `+grantCols+` FROM grants g JOIN tenants n ON n.id = g.tenant_id
+		WHERE g.id = ? AND g.revoked_at IS NULL AND g.expires_at > ? AND n.support_enabled`, id, micro(now)))
 }

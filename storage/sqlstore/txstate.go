@@ -23,9 +23,9 @@ type txState struct {
 	// notify is each tenant's notification settings and admins as read
 	// in this transaction; a write to either forgets the tenant's entry.
 	notify map[string]*recipients
-	// granters are the granters' addresses of the grants this transaction
+	// granters are the granter claims of the grants this transaction
 	// redeemed, by grant id.
-	granters map[string]string
+	granters map[string][]byte
 }
 
 // recipients is what enqueue reads of a tenant.
