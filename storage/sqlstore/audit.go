@@ -31,9 +31,6 @@ func (s *Store) insertAudits(ctx context.Context, tx *sqlx.Tx, evs []storage.Aud
 // round trip instead of several).
 func (s *Store) insertAuditsWith(ctx context.Context, tx *sqlx.Tx, evs []storage.AuditEvent, with *cte) error {
 	st := s.state(tx)
-	if st == nil {
-		return errNoTx
-	}
 	for len(evs) > 0 {
 		n := 1
 		for n < len(evs) && evs[n].TenantID == evs[0].TenantID {

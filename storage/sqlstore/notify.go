@@ -137,9 +137,6 @@ func (s *Store) enqueue(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent
 // has none), read once per transaction.
 func (s *Store) recipients(ctx context.Context, tx *sqlx.Tx, tenant string) (*recipients, error) {
 	st := s.state(tx)
-	if st == nil {
-		return nil, errNoTx
-	}
 	if r, ok := st.notify[tenant]; ok {
 		return r, nil
 	}
@@ -301,10 +298,8 @@ func (s *Store) enqueueGranter(ctx context.Context, tx *sqlx.Tx, ev *storage.Aud
 // granterEmail is the email claim of the granter's token when they made
 // the grant, "" if none.
 func (s *Store) granterEmail(ctx context.Context, tx *sqlx.Tx, tenant, grantID string) (string, error) {
-	if st := s.state(tx); st != nil {
-		if claims, ok := st.granters[grantID]; ok {
-			return emailClaim(claims), nil
-		}
+	if claims, ok := s.state(tx).granters[grantID]; ok {
+		return emailClaim(claims), nil
 	}
 	var claims string
 	err := s.queryRow(ctx, tx, `SELECT granter_claims FROM grants WHERE tenant_id = ? AND id = ?`, tenant, grantID).Scan(&claims)

@@ -208,9 +208,7 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 	if err := finish(); err != nil {
 		return g, err
 	}
-	if st := s.state(tx); st != nil {
-		st.granters[g.ID] = g.GranterClaims // for the grant.redeem notice
-	}
+	s.state(tx).granters[g.ID] = g.GranterClaims // for the grant.redeem notice
 	is, ierr := issue(g, tenant)
 	if ierr == nil {
 		ierr = s.writeIssue(ctx, tx, is)

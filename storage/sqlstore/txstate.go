@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"errors"
 	"maps"
 	"slices"
 
@@ -42,23 +41,15 @@ type chainHead struct {
 	dirty bool // advanced here, not yet written
 }
 
-var errNoTx = errors.New("sqlstore: write outside a transaction started by tx")
-
-// state returns tx's state, nil for a transaction tryTx did not start.
+// state returns tx's state. Every write transaction has one: tryTx is
+// the only place that begins them.
 func (s *Store) state(tx *sqlx.Tx) *txState {
-	v, ok := s.txs.Load(tx)
-	if !ok {
-		return nil
-	}
+	v, _ := s.txs.Load(tx)
 	return v.(*txState)
 }
 
 // queued marks tx as having queued outbox messages.
-func (s *Store) queued(tx *sqlx.Tx) {
-	if st := s.state(tx); st != nil {
-		st.queued = true
-	}
-}
+func (s *Store) queued(tx *sqlx.Tx) { s.state(tx).queued = true }
 
 // flushHeads writes the chain heads tx advanced. tryTx calls it before
 // commit, and anything that reads audit_heads inside a transaction calls
@@ -66,9 +57,6 @@ func (s *Store) queued(tx *sqlx.Tx) {
 // upsert), so the writes wait for nobody.
 func (s *Store) flushHeads(ctx context.Context, tx *sqlx.Tx) error {
 	st := s.state(tx)
-	if st == nil {
-		return errNoTx
-	}
 	for _, tenant := range slices.Sorted(maps.Keys(st.heads)) {
 		h := st.heads[tenant]
 		if !h.dirty {
@@ -85,25 +73,12 @@ func (s *Store) flushHeads(ctx context.Context, tx *sqlx.Tx) error {
 
 // headsAt returns a copy of the heads tx holds, for restoreHeads after a
 // rollback to a savepoint taken now.
-func (s *Store) headsAt(tx *sqlx.Tx) map[string]chainHead {
-	if st := s.state(tx); st != nil {
-		return maps.Clone(st.heads)
-	}
-	return nil
-}
+func (s *Store) headsAt(tx *sqlx.Tx) map[string]chainHead { return maps.Clone(s.state(tx).heads) }
 
 // restoreHeads forgets what tx learnt of the heads since headsAt: the
 // statements behind it were rolled back, on PostgreSQL with their row locks.
-func (s *Store) restoreHeads(tx *sqlx.Tx, heads map[string]chainHead) {
-	if st := s.state(tx); st != nil {
-		st.heads = heads
-	}
-}
+func (s *Store) restoreHeads(tx *sqlx.Tx, heads map[string]chainHead) { s.state(tx).heads = heads }
 
 // forgetRecipients drops what tx read of tenant's notification settings
 // and admins; the writers of either call it.
-func (s *Store) forgetRecipients(tx *sqlx.Tx, tenant string) {
-	if st := s.state(tx); st != nil {
-		delete(st.notify, tenant)
-	}
-}
+func (s *Store) forgetRecipients(tx *sqlx.Tx, tenant string) { delete(s.state(tx).notify, tenant) }
