@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-//go:embed templates/layout.html
+//go:embed templates/layout.html templates/_grant.html
 var layoutFS embed.FS
 
 //go:embed assets
@@ -40,12 +40,12 @@ type Pages struct {
 }
 
 // NewPages parses templates/name.html from fsys for each name, with the
-// layout and the surface's partials (templates/_*.html).
+// layout, the shared partials and the surface's own (templates/_*.html).
 func NewPages(fsys fs.FS, names ...string) *Pages {
 	p := &Pages{t: map[string]*template.Template{}}
 	partials, _ := fs.Glob(fsys, "templates/_*.html")
 	for _, name := range names {
-		t := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(layoutFS, "templates/layout.html"))
+		t := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(layoutFS, "templates/layout.html", "templates/_grant.html"))
 		if len(partials) > 0 {
 			t = template.Must(t.ParseFS(fsys, partials...))
 		}
