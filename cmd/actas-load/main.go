@@ -202,6 +202,10 @@ clients:
 		}
 		fmt.Printf("run %d: %d requests in %.2fs: %.0f/s, p50 %s, p99 %s, actas CPU %s/request%s, errors %d\n",
 			r, res.n, res.elapsed.Seconds(), res.rate(), res.p(0.50), res.p(0.99), cpu.Round(time.Microsecond), client, res.errors)
+		if res.writes.calls > 0 {
+			fmt.Printf("run %d: actas wrote %.1f KiB in %.1f write calls per request\n",
+				r, float64(res.writes.bytes)/1024/float64(res.n), float64(res.writes.calls)/float64(res.n))
+		}
 		if res.errors > 0 {
 			return fmt.Errorf("run %d had %d errors; first: %s", r, res.errors, res.firstErr)
 		}
@@ -354,6 +358,9 @@ type result struct {
 	// clientCPU is this command's own CPU time during the run (0 when
 	// another tool drove it): it shares the machine with actas.
 	clientCPU time.Duration
+	// writes is what actas wrote during the run, where measured: for an
+	// exchange, mostly the storage's durable writes.
+	writes ioCount
 }
 
 func (r result) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
@@ -526,6 +533,7 @@ func (e *env) exchangeRun(conns, count, run int) (result, error) {
 		i := int(n.Add(1) - 1)
 		return i, i < len(jobs)
 	}
+	w0 := writes(e.pid)
 	res := drive(conns, next, nil, func(i int) error {
 		j := jobs[i]
 		st, b, err := e.call("POST", "/token", "", "application/x-www-form-urlencoded", exchangeBody(j.tenant, j.code, engs[i%len(engs)]), false)
@@ -538,5 +546,6 @@ func (e *env) exchangeRun(conns, count, run int) (result, error) {
 		return nil
 	})
 	res.setupCPU = setup
+	res.writes = writes(e.pid).minus(w0)
 	return res, nil
 }

@@ -97,3 +97,28 @@ func cpuTime(pid int) time.Duration {
 	stime, _ := strconv.ParseInt(fields[12], 10, 64)
 	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
+
+// ioCount is a process's write system calls and the bytes they wrote.
+type ioCount struct{ calls, bytes int64 }
+
+func (a ioCount) minus(b ioCount) ioCount { return ioCount{a.calls - b.calls, a.bytes - b.bytes} }
+
+// writes reads pid's write counters from /proc (zero where there is none).
+func writes(pid int) ioCount {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
+	if err != nil {
+		return ioCount{}
+	}
+	var c ioCount
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch k {
+		case "syscw":
+			c.calls = n
+		case "wchar":
+			c.bytes = n
+		}
+	}
+	return c
+}
