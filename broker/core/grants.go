@@ -139,7 +139,7 @@ func (s *Service) CreateGrant(ctx context.Context, cu *Customer, r GrantRequest)
 	}
 	claimsJSON, _ := json.Marshal(cu.Claims)
 	g := storage.Grant{
-		ID: "grt_" + randomToken(12), TenantID: cu.Tenant, Role: d.Role, Environments: d.Environments,
+		ID: "grt_" + sortableID(now, 12), TenantID: cu.Tenant, Role: d.Role, Environments: d.Environments,
 		Resources: nonNil(d.Resources), Ticket: r.Ticket.ID, TicketSystem: r.Ticket.System, TicketSeverity: r.Ticket.Severity,
 		GrantedBy: cu.Sub, GrantedByIss: cu.Iss,
 		GranterRole: cu.Role, GranterClaims: claimsJSON, CreatedAt: now, ExpiresAt: d.ExpiresAt,

@@ -204,7 +204,7 @@ func (s *Service) mint(now time.Time, clientID, audience, role, scope string, g 
 	}
 	cl := &claims.Claims{
 		Iss: s.cfg.Issuer, Sub: g.GrantedBy, Aud: []string{audience}, ClientID: clientID,
-		Exp: exp.Unix(), Iat: now.Unix(), Nbf: now.Unix(), Jti: randomToken(18),
+		Exp: exp.Unix(), Iat: now.Unix(), Nbf: now.Unix(), Jti: sortableID(now, 15),
 		Act:    claims.Actor{Sub: g.EngineerSub, Iss: g.EngineerIss, Email: g.EngineerEmail},
 		Tenant: g.TenantID, Roles: []string{role}, Environments: g.Environments, Resources: g.Resources,
 		Scope: scope, GrantID: g.ID, GrantExp: g.ExpiresAt.Unix(), Ticket: g.Ticket,

@@ -2,8 +2,6 @@ package core
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"log/slog"
 	"sync"
@@ -172,13 +170,4 @@ func (s *Service) appendAudit(ctx context.Context, ev storage.AuditEvent) {
 	if err := s.store.AppendAudit(ctx, ev); err != nil {
 		s.log.ErrorContext(ctx, "audit: writing event", "action", ev.Action, "err", err)
 	}
-}
-
-// randomToken returns n random bytes, base64url.
-func randomToken(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic("crypto/rand failed: " + err.Error()) // unrecoverable: never issue weak tokens
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
 }
