@@ -114,10 +114,34 @@ func TestPolicyHotReload(t *testing.T) {
 	// Loosening again never widens: the original policy back, the tokens
 	// come back as they were, never above what was issued.
 	os.WriteFile(policyPath, []byte(testPolicy), 0o600)
-	f.waitPolicy(t, sha1)
+	sha2 := f.waitPolicy(t, sha1)
 	ir := f.introspect(t, manageProd)
 	if ir.body["active"] != true || ir.str("scope") != "read write" {
 		t.Fatalf("after loosening: %s", ir.raw)
+	}
+
+	// Mounted as Kubernetes mounts a ConfigMap: the path is a symlink
+	// through "..data", and an update swaps "..data" to a new directory.
+	link := func(target, name string) {
+		if err := os.Symlink(target, filepath.Join(f.dir, name+".new")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(f.dir, name+".new"), filepath.Join(f.dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for v, content := range []string{testPolicy, tightened} {
+		dir := filepath.Join(f.dir, "..v"+string(rune('1'+v)))
+		os.Mkdir(dir, 0o700)
+		if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("..v1", "..data")
+	link("..data/policy.yaml", "policy.yaml") // the same content: nothing to reload
+	link("..v2", "..data")
+	if f.waitPolicy(t, sha2) != sha1 {
+		t.Fatal("the swapped ConfigMap's policy is not the one in force")
 	}
 }
 
