@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"runtime"
 	"sync"
@@ -37,13 +38,15 @@ func benchRedeem(b *testing.B, s storage.Store) {
 			b.Fatal(err)
 		}
 	}
-	code := func(i int) []byte { return fmt.Appendf(nil, "code-%d", i) }
+	// As in production: grant IDs and jtis are time-ordered, code and
+	// refresh-token hashes are random.
+	code := func(i int) []byte { h := sha256.Sum256(fmt.Appendf(nil, "code-%d", i)); return h[:] }
 	var wg sync.WaitGroup
 	var failed atomic.Value
 	for w := range 16 {
 		wg.Go(func() {
 			for i := w; i < b.N; i += 16 {
-				g := storage.Grant{ID: fmt.Sprintf("grt_%d", i), TenantID: tenant(i), Role: "manage", Environments: []string{"production"},
+				g := storage.Grant{ID: fmt.Sprintf("grt_%012d", i), TenantID: tenant(i), Role: "manage", Environments: []string{"production"},
 					GrantedBy: "user-1", GrantedByIss: "https://customer", GranterRole: "admin", GranterClaims: []byte(`{"email":"ada@example.com"}`),
 					CreatedAt: now, ExpiresAt: now.Add(time.Hour), CodeHash: code(i), CodeExpiresAt: now.Add(time.Hour)}
 				if err := s.CreateGrant(ctx, g, event(g.TenantID, "grant.create", g.ID)); err != nil {
@@ -72,11 +75,12 @@ func benchRedeem(b *testing.B, s storage.Store) {
 				Engineer:     storage.Engineer{Sub: "eng", Iss: "https://support", Email: "eng@support", Groups: []string{"support"}},
 				FailureEvent: event(tenant(i), "grant.redeem_failed", ""), LockoutEvent: event(tenant(i), "tenant.lockout", "")}
 			_, err := s.Redeem(ctx, p, func(g storage.Grant, _ storage.Tenant) (storage.Issue, error) {
-				jti := fmt.Sprintf("jti_%d", i)
+				jti := fmt.Sprintf("jti_%012d", i)
+				refresh := sha256.Sum256([]byte(jti))
 				return storage.Issue{
 					Token: storage.Token{JTI: jti, GrantID: g.ID, ClientID: "cli", Audience: "product", Role: g.Role, Scope: "read",
 						IssuedAt: now, ExpiresAt: now.Add(15 * time.Minute)},
-					Refresh: &storage.RefreshToken{Hash: []byte("rt_" + jti), GrantID: g.ID, ClientID: "cli", Audience: "product",
+					Refresh: &storage.RefreshToken{Hash: refresh[:], GrantID: g.ID, ClientID: "cli", Audience: "product",
 						Role: g.Role, Scope: "read", IssuedAt: now, ExpiresAt: now.Add(12 * time.Hour)},
 					Events: []storage.AuditEvent{redeemed(g), event(g.TenantID, "token.issue", jti)},
 				}, nil
