@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,6 +71,10 @@ type env struct {
 	hc        *http.Client
 	pid       int    // actas's
 	tool      string // "go" or "wrk"
+	// tag makes this invocation's tenants its own: a tenant is bound to
+	// the identity provider that enabled it, and each invocation starts a
+	// new one, so a PostgreSQL database can be used again.
+	tag string
 }
 
 const productSecret = "load-product-secret-0123456789"
@@ -163,7 +168,7 @@ clients:
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	}()
-	e := &env{base: "http://" + addr, cust: cust, sup: sup, pid: cmd.Process.Pid, tool: o.tool, hc: &http.Client{
+	e := &env{base: "http://" + addr, cust: cust, sup: sup, pid: cmd.Process.Pid, tool: o.tool, tag: strconv.FormatInt(time.Now().UnixMilli(), 36), hc: &http.Client{
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{MaxIdleConns: conns * 2, MaxIdleConnsPerHost: conns * 2, IdleConnTimeout: time.Minute},
 	}}
@@ -425,7 +430,7 @@ func drive(conns int, next func() (int, bool), due func(int) time.Time, work fun
 
 func (e *env) introspectRun(conns int, d time.Duration, ntokens, run, rate int) (result, error) {
 	cpu0 := cpuTime(e.pid)
-	tenant := fmt.Sprintf("intro-%d", run)
+	tenant := fmt.Sprintf("intro-%s-%d", e.tag, run)
 	codes, err := e.prepare(tenant, ntokens, conns)
 	if err != nil {
 		return result{}, err
@@ -514,13 +519,13 @@ func (e *env) exchangeRun(conns, count, run int) (result, error) {
 	per := make([][]string, tenants)
 	for t := range per {
 		var err error
-		if per[t], err = e.prepare(fmt.Sprintf("ex-%d-%d", run, t), count/tenants, conns); err != nil {
+		if per[t], err = e.prepare(fmt.Sprintf("ex-%s-%d-%d", e.tag, run, t), count/tenants, conns); err != nil {
 			return result{}, err
 		}
 	}
 	for i := 0; i < count/tenants; i++ {
 		for t := range per {
-			jobs = append(jobs, job{fmt.Sprintf("ex-%d-%d", run, t), per[t][i]})
+			jobs = append(jobs, job{fmt.Sprintf("ex-%s-%d-%d", e.tag, run, t), per[t][i]})
 		}
 	}
 	engs := make([]string, conns)
