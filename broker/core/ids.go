@@ -3,6 +3,7 @@ package core
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"strings"
 	"time"
 )
 
@@ -35,4 +36,29 @@ func randomToken(n int) string {
 		panic("crypto/rand failed: " + err.Error()) // unrecoverable: never issue weak tokens
 	}
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// refreshPrefix begins every refresh token; 8 characters of time and 43
+// of randomness follow it.
+const refreshPrefix = "actas_rt_"
+
+// newRefreshToken returns a refresh token issued at now.
+func newRefreshToken(now time.Time) string { return refreshPrefix + sortableID(now, 32) }
+
+// refreshKey is the stored form of a refresh token: the 6 bytes of time
+// its token begins with, then its MAC. Tokens issued together are stored
+// together, so issuing one writes to the newest page of the index rather
+// than to a random one. A token of the earlier form, 43 random characters
+// with no time, is stored as its MAC alone, as it was issued.
+func (s *Service) refreshKey(token string) []byte {
+	mac := s.secrets.RefreshHash(token)
+	body, ok := strings.CutPrefix(token, refreshPrefix)
+	if !ok || len(body) != 8+43 {
+		return mac
+	}
+	t, err := sortable.DecodeString(body[:8])
+	if err != nil {
+		return mac
+	}
+	return append(t, mac...)
 }

@@ -168,7 +168,7 @@ func (s *Service) RevokeAccess(ctx context.Context, clientID, audience, token st
 func (s *Service) RevokeRefresh(ctx context.Context, clientID, token string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	rt, g, err := s.store.RefreshGrant(ctx, s.secrets.RefreshHash(token))
+	rt, g, err := s.store.RefreshGrant(ctx, s.refreshKey(token))
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}

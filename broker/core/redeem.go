@@ -216,7 +216,7 @@ func (s *Service) mint(now time.Time, clientID, audience, role, scope string, g 
 	if b.BindRefresh {
 		refreshJKT = b.JKT
 	}
-	refresh := "actas_rt_" + randomToken(32)
+	refresh := newRefreshToken(now)
 	rexp := now.Add(pol.RefreshTTL)
 	if g.ExpiresAt.Before(rexp) {
 		rexp = g.ExpiresAt
@@ -224,7 +224,7 @@ func (s *Service) mint(now time.Time, clientID, audience, role, scope string, g 
 	return storage.Issue{
 		Token: storage.Token{JTI: cl.Jti, GrantID: g.ID, ClientID: clientID, Audience: audience, Role: role, Scope: scope,
 			IssuedAt: time.Unix(cl.Iat, 0), ExpiresAt: time.Unix(cl.Exp, 0), JKT: b.JKT},
-		Refresh: &storage.RefreshToken{Hash: s.secrets.RefreshHash(refresh), GrantID: g.ID, ClientID: clientID,
+		Refresh: &storage.RefreshToken{Hash: s.refreshKey(refresh), GrantID: g.ID, ClientID: clientID,
 			Audience: audience, Role: role, Scope: scope, IssuedAt: now, ExpiresAt: rexp, JKT: refreshJKT},
 	}, cl, refresh
 }
@@ -264,7 +264,7 @@ func (s *Service) Refresh(ctx context.Context, r RefreshRequest) (*Issued, error
 	var denied error
 	reuse := s.event(audit.System, "", audit.GrantRevoke, "", audit.Success,
 		map[string]any{"reason": "refresh_token_reuse", "client_id": clientID})
-	g, err := s.store.Refresh(ctx, s.secrets.RefreshHash(token), clientID, now, reuse,
+	g, err := s.store.Refresh(ctx, s.refreshKey(token), clientID, now, reuse,
 		func(g storage.Grant, rt storage.RefreshToken) (storage.Issue, error) {
 			if rt.JKT != "" && rt.JKT != r.JKT {
 				denied = errBoundRefresh
