@@ -106,7 +106,7 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 		f.Close()
 		base := "file:" + (&url.URL{Path: dsn}).EscapedPath() +
 			"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)"
-		w, err := sqlx.Open("sqlite", base+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
+		w, err := sqlx.Open("sqlite", base+fmt.Sprintf("&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(%d)&_txlock=immediate", walSizeLimit))
 		if err != nil {
 			return nil, err
 		}
