@@ -126,13 +126,20 @@ func exchangeValues(code, eng string) url.Values {
 }
 
 func (e *testEnv) redeem(tb testing.TB, admin, eng string) string {
+	access, _ := e.exchange(tb, admin, eng)
+	return access
+}
+
+// exchange redeems a new code as eng and returns the tokens issued.
+func (e *testEnv) exchange(tb testing.TB, admin, eng string) (access, refresh string) {
 	w := e.post(tb, "/token", exchangeValues(e.code(tb, admin), eng))
 	if w.Code != 200 {
 		tb.Fatalf("exchange: %d %s", w.Code, w.Body)
 	}
 	var out struct {
-		AccessToken string `json:"access_token"`
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
 	}
 	json.Unmarshal(w.Body.Bytes(), &out)
-	return out.AccessToken
+	return out.AccessToken, out.RefreshToken
 }

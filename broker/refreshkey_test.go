@@ -2,7 +2,6 @@ package broker
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/url"
 	"strings"
 	"testing"
@@ -20,15 +19,8 @@ func TestRefreshTokenKeys(t *testing.T) {
 	admin := e.admin(t)
 	e.enable(t, admin)
 	exchange := func() string {
-		w := e.post(t, "/token", exchangeValues(e.code(t, admin), e.engineer(t)))
-		if w.Code != 200 {
-			t.Fatalf("exchange: %d %s", w.Code, w.Body)
-		}
-		var out struct {
-			RefreshToken string `json:"refresh_token"`
-		}
-		json.Unmarshal(w.Body.Bytes(), &out)
-		return out.RefreshToken
+		_, refresh := e.exchange(t, admin, e.engineer(t))
+		return refresh
 	}
 	db := e.store.DBs()["write"]
 	keys := func() [][]byte {
