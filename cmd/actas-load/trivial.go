@@ -70,10 +70,7 @@ func startTrivial(conns int, tool string) (*trivialServer, error) {
 // run drives it exactly as actas's introspection runs are driven.
 func (t *trivialServer) run(conns int, d time.Duration, rate int) (result, error) {
 	bodies := []string{url.Values{"token": {"x.y.z"}}.Encode()}
-	if t.e.tool == "wrk" {
-		return wrkRun(t.e.base, conns, d, bodies)
-	}
-	return t.e.introspectLoad(conns, d, rate, bodies, `{"active":false}`), nil
+	return t.e.load(conns, d, rate, bodies, `{"active":false}`)
 }
 
 func (t *trivialServer) stop() {
