@@ -24,9 +24,20 @@ const (
 // Concurrent redemptions are group-committed: the tenant's batcher runs
 // them in one transaction (see runBatcher).
 func (s *Store) Redeem(ctx context.Context, p storage.RedeemParams, issue func(storage.Grant, storage.Tenant) (storage.Issue, error)) (storage.Grant, error) {
-	job := &redeemJob{p: p, issue: issue, done: make(chan redeemResult, 1)}
+	return s.inBatch(ctx, p.TenantID, func(ctx context.Context, tx *sqlx.Tx) (storage.Grant, error) {
+		return s.redeemInTx(ctx, tx, p, issue)
+	})
+}
+
+// inBatch runs write in tenant's batcher, in the savepoint "redeem" of a
+// transaction shared with the other writes queued there, and returns once
+// that transaction has committed or failed. write either succeeds, or
+// leaves nothing behind (rolling back to the savepoint itself, as undo
+// does) and returns its outcome; a storage failure fails the whole batch.
+func (s *Store) inBatch(ctx context.Context, tenant string, write func(context.Context, *sqlx.Tx) (storage.Grant, error)) (storage.Grant, error) {
+	job := &batchJob{write: write, done: make(chan redeemResult, 1)}
 	select {
-	case s.batches[shard(p.TenantID, len(s.batches))] <- job:
+	case s.batches[shard(tenant, len(s.batches))] <- job:
 	case <-s.stop:
 		return storage.Grant{}, fmt.Errorf("%w: store closed", storage.ErrUnavailable)
 	case <-ctx.Done():
@@ -48,6 +59,17 @@ func (s *Store) Redeem(ctx context.Context, p storage.RedeemParams, issue func(s
 	}
 }
 
+// undo rolls back what the current write of a batch did, keeping the
+// savepoint "redeem", and the audit chain heads it moved (heads, from
+// headsAt when it began).
+func (s *Store) undo(ctx context.Context, tx *sqlx.Tx, heads map[string]chainHead) error {
+	if _, err := tx.ExecContext(ctx, "ROLLBACK TO redeem"); err != nil {
+		return s.mapErr(err)
+	}
+	s.restoreHeads(tx, heads)
+	return nil
+}
+
 // shard picks a tenant's batcher: one tenant's redemptions are always
 // batched together, so two batches never wait for each other's audit
 // chain heads.
@@ -57,7 +79,7 @@ func shard(tenant string, n int) int {
 	return int(h.Sum32() % uint32(n))
 }
 
-// abortOn says which per-redemption outcomes must roll back the whole
+// abortOn says which outcomes of a batched write must roll back the whole
 // transaction: storage failures. Failures to redeem and refusals by issue
 // are outcomes, not aborts.
 func abortOn(err error) error {
@@ -71,9 +93,8 @@ func abortOn(err error) error {
 	return nil // issue refused: its savepoint is rolled back by redeemInTx
 }
 
-type redeemJob struct {
-	p     storage.RedeemParams
-	issue func(storage.Grant, storage.Tenant) (storage.Issue, error)
+type batchJob struct {
+	write func(context.Context, *sqlx.Tx) (storage.Grant, error)
 	done  chan redeemResult
 }
 
@@ -95,15 +116,15 @@ const pgBatchers = 4
 // transaction and commits once, so one fsync serves the whole batch, and on
 // PostgreSQL each audit chain head is locked once per batch, not once per
 // redemption. It stops when the store closes.
-func (s *Store) runBatcher(batch chan *redeemJob) {
+func (s *Store) runBatcher(batch chan *batchJob) {
 	for {
-		var first *redeemJob
+		var first *batchJob
 		select {
 		case first = <-batch:
 		case <-s.stop:
 			return
 		}
-		jobs := []*redeemJob{first}
+		jobs := []*batchJob{first}
 	drain:
 		for len(jobs) < maxBatch {
 			select {
@@ -117,7 +138,7 @@ func (s *Store) runBatcher(batch chan *redeemJob) {
 	}
 }
 
-func (s *Store) runBatch(jobs []*redeemJob) {
+func (s *Store) runBatch(jobs []*batchJob) {
 	ctx := context.Background() // one client's cancellation must not fail the others
 	results := make([]redeemResult, len(jobs))
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
@@ -129,7 +150,7 @@ func (s *Store) runBatch(jobs []*redeemJob) {
 				return s.mapErr(err)
 			}
 			step = "RELEASE redeem; SAVEPOINT redeem"
-			g, err := s.redeemInTx(ctx, tx, j.p, j.issue)
+			g, err := j.write(ctx, tx)
 			if abort := abortOn(err); abort != nil {
 				return abort
 			}
@@ -156,14 +177,7 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 	engineerKey := p.Engineer.Iss + " " + p.Engineer.Sub // issuer URLs hold no spaces
 	windowStart := micro(p.Now.Add(-p.FailureWindow))
 	heads := s.headsAt(tx)
-	// undo rolls back what this redemption wrote, keeping the savepoint.
-	undo := func() error {
-		if _, err := tx.ExecContext(ctx, "ROLLBACK TO redeem"); err != nil {
-			return s.mapErr(err)
-		}
-		s.restoreHeads(tx, heads)
-		return nil
-	}
+	undo := func() error { return s.undo(ctx, tx, heads) }
 
 	now := micro(p.Now)
 	dest, finish := grantDest(&g)

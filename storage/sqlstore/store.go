@@ -38,7 +38,7 @@ type Store struct {
 
 	// The group-commit batchers of Redeem, one goroutine each: one on
 	// SQLite (one writer), pgBatchers on PostgreSQL.
-	batches  []chan *redeemJob
+	batches  []chan *batchJob
 	stop     chan struct{}
 	batchers sync.WaitGroup
 	// batchersGone is closed once every batcher has returned.
@@ -130,7 +130,7 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 		}
 		c.SetMaxOpenConns(1)
 		s.write, s.read, s.checkpoint = w, r, c
-		s.batches = make([]chan *redeemJob, 1)
+		s.batches = make([]chan *batchJob, 1)
 	case "postgres":
 		s.f = flavorPostgres
 		db, err := sqlx.Open("pgx", dsn)
@@ -141,7 +141,7 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 		db.SetMaxIdleConns(32)
 		db.SetConnMaxIdleTime(5 * time.Minute)
 		s.write, s.read = db, db
-		s.batches = make([]chan *redeemJob, pgBatchers)
+		s.batches = make([]chan *batchJob, pgBatchers)
 	default:
 		return nil, fmt.Errorf("sqlstore: unknown storage kind %q", kind)
 	}
@@ -151,7 +151,7 @@ func Open(ctx context.Context, kind, dsn string, o Options) (*Store, error) {
 		return nil, err
 	}
 	for i := range s.batches {
-		s.batches[i] = make(chan *redeemJob, maxBatch)
+		s.batches[i] = make(chan *batchJob, maxBatch)
 		s.batchers.Go(func() { s.runBatcher(s.batches[i]) })
 	}
 	if s.checkpoint != nil {

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/actas/actas/broker/audit"
 	"github.com/actas/actas/storage"
 )
 
@@ -226,5 +228,74 @@ func testRefresh(t *testing.T, s storage.Store) {
 	}
 	if n := auditCount(t, s, "acme", "refresh.reuse"); n != 1 {
 		t.Fatalf("reuse events = %d", n)
+	}
+}
+
+// First uses are written in the tenant's redemption batches: racing each
+// other and redemptions, each token is marked once with one event, a
+// first use whose event storage refuses leaves nothing behind while the
+// writes batched with it commit, and the chain verifies.
+func testFirstUseRacingRedemptions(t *testing.T, s storage.Store, key []byte) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	const n = 16
+	jtis := make([]string, n+1)
+	for i := range jtis {
+		mustCreate(t, s, newGrant("acme", fmt.Sprintf("81%04d", i)))
+		_, is := redeem(t, s, redeemParams("acme", fmt.Sprintf("81%04d", i), "eng-1", t0))
+		jtis[i] = is.Token.JTI
+		mustCreate(t, s, newGrant("acme", fmt.Sprintf("82%04d", i)))
+	}
+	var wg sync.WaitGroup
+	var marked, redeemed atomic.Int64
+	bad := jtis[n] // its event has no action: refused by storage
+	for i := range jtis {
+		wg.Go(func() {
+			if _, err := s.Redeem(ctx, redeemParams("acme", fmt.Sprintf("82%04d", i), "eng-2", t0), issueFor("cli", t0)); err != nil {
+				t.Errorf("redeem %d: %v", i, err)
+			}
+			redeemed.Add(1)
+		})
+		if jtis[i] == bad {
+			wg.Go(func() {
+				if ok, err := s.MarkTokenUsed(ctx, bad, t0, storage.AuditEvent{TenantID: "acme"}); ok || err == nil {
+					t.Errorf("first use with a refused event: %v %v", ok, err)
+				}
+			})
+			continue
+		}
+		for range 3 {
+			wg.Go(func() {
+				ok, err := s.MarkTokenUsed(ctx, jtis[i], t0, ev("acme", "token.introspect"))
+				if err != nil {
+					t.Errorf("mark %d: %v", i, err)
+				}
+				if ok {
+					marked.Add(1)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if marked.Load() != n || redeemed.Load() != n+1 {
+		t.Fatalf("%d first uses recorded for %d tokens, %d of %d redemptions", marked.Load(), n, redeemed.Load(), n+1)
+	}
+	if c := auditCount(t, s, "acme", "token.introspect"); c != n {
+		t.Fatalf("%d first-use events, want %d", c, n)
+	}
+	for _, jti := range jtis {
+		st, err := s.TokenState(ctx, jti)
+		if err != nil || st.Token.FirstUsedAt.IsZero() != (jti == bad) {
+			t.Fatalf("token %s: first used %v (%v)", jti, st.Token.FirstUsedAt, err)
+		}
+	}
+	if _, err := audit.Verify(ctx, s, key, nil); err != nil {
+		t.Fatalf("chain: %v", err)
+	}
+	if ok, err := s.MarkTokenUsed(ctx, bad, t0, ev("acme", "token.introspect")); !ok || err != nil {
+		t.Fatalf("first use after a refused one: %v %v", ok, err)
 	}
 }

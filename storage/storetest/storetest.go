@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store, auditKey []byte) {
 		{"op/auth codes: once under a race, reuse ends the grant, wrong binding burns", testAuthCodes},
 		{"audit/chain under concurrent writers", func(t *testing.T, s storage.Store) { testChainConcurrency(t, s, auditKey) }},
 		{"audit/chain under racing redemptions, some refused part-way", func(t *testing.T, s storage.Store) { testRedeemChain(t, s, auditKey) }},
+		{"tokens/first uses batched with redemptions", func(t *testing.T, s storage.Store) { testFirstUseRacingRedemptions(t, s, auditKey) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
