@@ -90,7 +90,7 @@ func abortOn(err error) error {
 	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, storage.ErrAlreadyExists):
 		return err
 	}
-	return nil // issue refused: its savepoint is rolled back by redeemInTx
+	return nil // refused: the write rolled back its own savepoint (undo)
 }
 
 type batchJob struct {
@@ -111,8 +111,8 @@ const maxBatch = 64
 // would only queue for the same cores.
 const pgBatchers = 4
 
-// runBatcher group-commits redemptions: it takes every queued redemption
-// of its shard (up to maxBatch), runs each in its own savepoint inside one
+// runBatcher group-commits redemptions and first uses (inBatch): it takes
+// every queued write of its shard (up to maxBatch), runs each in its own savepoint inside one
 // transaction and commits once, so one fsync serves the whole batch, and on
 // PostgreSQL each audit chain head is locked once per batch, not once per
 // redemption. It stops when the store closes.
