@@ -112,10 +112,10 @@ const maxBatch = 64
 const pgBatchers = 4
 
 // runBatcher group-commits redemptions and first uses (inBatch): it takes
-// every queued write of its shard (up to maxBatch), runs each in its own savepoint inside one
-// transaction and commits once, so one fsync serves the whole batch, and on
-// PostgreSQL each audit chain head is locked once per batch, not once per
-// redemption. It stops when the store closes.
+// every queued write of its shard (up to maxBatch), runs each in its own
+// savepoint inside one transaction and commits once, so one fsync serves
+// the whole batch, and on PostgreSQL each audit chain head is locked once
+// per batch, not once per write. It stops when the store closes.
 func (s *Store) runBatcher(batch chan *batchJob) {
 	for {
 		var first *batchJob
