@@ -104,7 +104,7 @@ func (s *Service) WatchPolicy(ctx context.Context, path string) error {
 }
 
 // policyPoll is how often WatchPolicy looks at the policy file.
-var policyPoll = time.Second
+const policyPoll = time.Second
 
 func sameFile(a, b os.FileInfo) bool {
 	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())

@@ -44,8 +44,8 @@ func (s *Store) insertAuditsWith(ctx context.Context, tx *sqlx.Tx, evs []storage
 	return nil
 }
 
-// cte is a WITH clause and its arguments, which come before the
-// statement's own.
+// cte is a statement and its arguments: a WITH clause, whose arguments
+// come before the statement's own, or a statement to ride in one.
 type cte struct {
 	sql  string
 	args []any

@@ -35,7 +35,7 @@ func (s *Store) Redeem(ctx context.Context, p storage.RedeemParams, issue func(s
 // leaves nothing behind (rolling back to the savepoint itself, as undo
 // does) and returns its outcome; a storage failure fails the whole batch.
 func (s *Store) inBatch(ctx context.Context, tenant string, write func(context.Context, *sqlx.Tx) (storage.Grant, error)) (storage.Grant, error) {
-	job := &batchJob{write: write, done: make(chan redeemResult, 1)}
+	job := &batchJob{write: write, done: make(chan batchResult, 1)}
 	select {
 	case s.batches[shard(tenant, len(s.batches))] <- job:
 	case <-s.stop:
@@ -95,10 +95,10 @@ func abortOn(err error) error {
 
 type batchJob struct {
 	write func(context.Context, *sqlx.Tx) (storage.Grant, error)
-	done  chan redeemResult
+	done  chan batchResult
 }
 
-type redeemResult struct {
+type batchResult struct {
 	g   storage.Grant
 	err error
 }
@@ -140,7 +140,7 @@ func (s *Store) runBatcher(batch chan *batchJob) {
 
 func (s *Store) runBatch(jobs []*batchJob) {
 	ctx := context.Background() // one client's cancellation must not fail the others
-	results := make([]redeemResult, len(jobs))
+	results := make([]batchResult, len(jobs))
 	err := s.tx(ctx, func(tx *sqlx.Tx) error {
 		// Each redemption runs in the savepoint "redeem": one statement
 		// releases the last one's and opens the next one's.
@@ -154,14 +154,14 @@ func (s *Store) runBatch(jobs []*batchJob) {
 			if abort := abortOn(err); abort != nil {
 				return abort
 			}
-			results[i] = redeemResult{g, err}
+			results[i] = batchResult{g, err}
 		}
 		_, err := tx.ExecContext(ctx, "RELEASE redeem")
 		return s.mapErr(err)
 	})
 	for i, j := range jobs {
 		if err != nil {
-			results[i] = redeemResult{err: err}
+			results[i] = batchResult{err: err}
 		}
 		j.done <- results[i]
 	}
@@ -177,7 +177,6 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 	engineerKey := p.Engineer.Iss + " " + p.Engineer.Sub // issuer URLs hold no spaces
 	windowStart := micro(p.Now.Add(-p.FailureWindow))
 	heads := s.headsAt(tx)
-	undo := func() error { return s.undo(ctx, tx, heads) }
 
 	now := micro(p.Now)
 	dest, finish := grantDest(&g)
@@ -231,7 +230,7 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 		}
 	}
 	if ierr != nil {
-		if err := undo(); err != nil {
+		if err := s.undo(ctx, tx, heads); err != nil {
 			return g, err
 		}
 		return storage.Grant{}, ierr
@@ -307,20 +306,16 @@ func (s *Store) bump(ctx context.Context, tx *sqlx.Tx, scope, subject string, no
 }
 
 func (s *Store) writeIssue(ctx context.Context, tx *sqlx.Tx, is storage.Issue) error {
-	type insert struct {
-		q    string
-		args []any
-	}
-	var inserts []insert
+	var inserts []cte
 	// A redemption made in a browser binds the grant and issues nothing
 	// yet: the authorization code issues later.
 	if t := is.Token; t.JTI != "" {
-		inserts = append(inserts, insert{`INSERT INTO tokens (jti, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
+		inserts = append(inserts, cte{`INSERT INTO tokens (jti, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, []any{t.JTI, t.GrantID, t.ClientID, t.Audience, t.Role, t.Scope,
 			micro(t.IssuedAt), micro(t.ExpiresAt), t.JKT, t.SID}})
 	}
 	if r := is.Refresh; r != nil {
-		inserts = append(inserts, insert{`INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
+		inserts = append(inserts, cte{`INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, []any{r.Hash, r.GrantID, r.ClientID, r.Audience, r.Role, r.Scope,
 			micro(r.IssuedAt), micro(r.ExpiresAt), r.JKT, r.SID}})
 	}
@@ -332,13 +327,13 @@ func (s *Store) writeIssue(ctx context.Context, tx *sqlx.Tx, is storage.Issue) e
 			if i > 0 {
 				with.sql += ", "
 			}
-			with.sql += fmt.Sprintf("w%d AS (%s) ", i, in.q)
+			with.sql += fmt.Sprintf("w%d AS (%s) ", i, in.sql)
 			with.args = append(with.args, in.args...)
 		}
 		return s.insertAuditsWith(ctx, tx, is.Events, with)
 	}
 	for _, in := range inserts {
-		if _, err := s.exec(ctx, tx, in.q, in.args...); err != nil {
+		if _, err := s.exec(ctx, tx, in.sql, in.args...); err != nil {
 			return err
 		}
 	}

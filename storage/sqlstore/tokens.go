@@ -187,10 +187,11 @@ func (s *Store) SignalToken(ctx context.Context, jti, kind, reason string, claim
 // waiting for the tenant's chain head, kept introspections waiting up to
 // 480 ms).
 func (s *Store) MarkTokenUsed(ctx context.Context, jti string, at time.Time, ev storage.AuditEvent) (bool, error) {
-	var changed bool
+	var n int64
 	_, err := s.inBatch(ctx, ev.TenantID, func(ctx context.Context, tx *sqlx.Tx) (storage.Grant, error) {
 		heads := s.headsAt(tx)
-		n, err := s.exec(ctx, tx, `UPDATE tokens SET first_used_at = ? WHERE jti = ? AND first_used_at IS NULL`, micro(at), jti)
+		var err error
+		n, err = s.exec(ctx, tx, `UPDATE tokens SET first_used_at = ? WHERE jti = ? AND first_used_at IS NULL`, micro(at), jti)
 		if err == nil && n > 0 {
 			err = s.insertAudit(ctx, tx, ev)
 		}
@@ -198,18 +199,13 @@ func (s *Store) MarkTokenUsed(ctx context.Context, jti string, at time.Time, ev 
 			if u := s.undo(ctx, tx, heads); u != nil {
 				return storage.Grant{}, u
 			}
-			return storage.Grant{}, err
 		}
-		changed = n > 0
-		return storage.Grant{}, nil
+		return storage.Grant{}, err
 	})
-	if err != nil {
-		changed = false
-	}
 	// The cached state still says never used: read it again next time,
 	// once, rather than try to record the first use on every call.
 	s.states.Delete(jti)
-	return changed, err
+	return err == nil && n > 0, err
 }
 
 // RevokeToken revokes one access token.
