@@ -141,12 +141,23 @@ func (b *browser) shot(t *testing.T, name string) {
 	}
 }
 
-// waitURL waits until the page's address contains want.
+// loaded reports whether the current document has finished loading: the
+// location changes when a navigation commits, before the new page's body
+// is parsed.
+func (b *browser) loaded() bool {
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	state, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.readyState`))
+	return err == nil && state == "complete"
+}
+
+// waitURL waits until the page's address contains want and that page has
+// loaded.
 func (b *browser) waitURL(t *testing.T, want string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		if strings.Contains(b.url(t), want) {
+		if strings.Contains(b.url(t), want) && b.loaded() {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
