@@ -139,32 +139,47 @@ func initiator(ev *storage.AuditEvent, reason string) string {
 	return "user"
 }
 
-// CreateGrant stores a grant if the tenant's support access is on.
+// CreateGrant stores a grant if the tenant's support access is on. Grants
+// are group-committed with redemptions (inBatch): a tenant's concurrent
+// grants then share one transaction and one lock of the audit chain head,
+// instead of queueing for it one transaction at a time.
 func (s *Store) CreateGrant(ctx context.Context, g storage.Grant, ev storage.AuditEvent) error {
-	return s.tx(ctx, func(tx *sqlx.Tx) error {
-		var enabled bool
-		err := s.queryRow(ctx, tx, `SELECT support_enabled FROM tenants WHERE id = ?`+s.f.forShare, g.TenantID).Scan(&enabled)
-		if errors.Is(err, sql.ErrNoRows) || (err == nil && !enabled) {
-			return storage.ErrSupportOff
-		}
+	_, err := s.inBatch(ctx, g.TenantID, &batchJob{write: func(ctx context.Context, tx *sqlx.Tx) (storage.Grant, error) {
+		heads := s.headsAt(tx)
+		err := s.createGrantInTx(ctx, tx, g, ev)
 		if err != nil {
-			return s.mapErr(err)
+			if u := s.undo(ctx, tx, heads); u != nil {
+				return storage.Grant{}, u
+			}
 		}
-		claims := string(g.GranterClaims)
-		if claims == "" {
-			claims = "{}"
-		}
-		if _, err := s.exec(ctx, tx, `INSERT INTO grants (id, tenant_id, role, environments, resources, ticket, ticket_system, ticket_severity,
-			granted_by, granted_by_iss, granter_role, granter_claims, created_at, expires_at, code_hash, code_expires_at,
-			approval_rule, approvals_needed, approval_deadline)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			g.ID, g.TenantID, g.Role, jsonList(g.Environments), jsonList(g.Resources), g.Ticket, g.TicketSystem, g.TicketSeverity,
-			g.GrantedBy, g.GrantedByIss, g.GranterRole, claims, micro(g.CreatedAt), micro(g.ExpiresAt),
-			g.CodeHash, micro(g.CodeExpiresAt), g.ApprovalRule, g.ApprovalsNeeded, nullMicro(g.ApprovalDeadline)); err != nil {
-			return err
-		}
-		return s.insertAudit(ctx, tx, ev)
-	})
+		return storage.Grant{}, err
+	}})
+	return err
+}
+
+func (s *Store) createGrantInTx(ctx context.Context, tx *sqlx.Tx, g storage.Grant, ev storage.AuditEvent) error {
+	var enabled bool
+	err := s.queryRow(ctx, tx, `SELECT support_enabled FROM tenants WHERE id = ?`+s.f.forShare, g.TenantID).Scan(&enabled)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !enabled) {
+		return storage.ErrSupportOff
+	}
+	if err != nil {
+		return s.mapErr(err)
+	}
+	claims := string(g.GranterClaims)
+	if claims == "" {
+		claims = "{}"
+	}
+	if _, err := s.exec(ctx, tx, `INSERT INTO grants (id, tenant_id, role, environments, resources, ticket, ticket_system, ticket_severity,
+		granted_by, granted_by_iss, granter_role, granter_claims, created_at, expires_at, code_hash, code_expires_at,
+		approval_rule, approvals_needed, approval_deadline)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		g.ID, g.TenantID, g.Role, jsonList(g.Environments), jsonList(g.Resources), g.Ticket, g.TicketSystem, g.TicketSeverity,
+		g.GrantedBy, g.GrantedByIss, g.GranterRole, claims, micro(g.CreatedAt), micro(g.ExpiresAt),
+		g.CodeHash, micro(g.CodeExpiresAt), g.ApprovalRule, g.ApprovalsNeeded, nullMicro(g.ApprovalDeadline)); err != nil {
+		return err
+	}
+	return s.insertAudit(ctx, tx, ev)
 }
 
 const grantCols = `g.id, g.tenant_id, g.role, g.environments, g.resources, g.ticket, g.granted_by, g.granted_by_iss,

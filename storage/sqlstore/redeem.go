@@ -24,18 +24,18 @@ const (
 // Concurrent redemptions are group-committed: the tenant's batcher runs
 // them in one transaction (see runBatcher).
 func (s *Store) Redeem(ctx context.Context, p storage.RedeemParams, issue func(storage.Grant, storage.Tenant) (storage.Issue, error)) (storage.Grant, error) {
-	return s.inBatch(ctx, p.TenantID, func(ctx context.Context, tx *sqlx.Tx) (storage.Grant, error) {
+	return s.inBatch(ctx, p.TenantID, &batchJob{write: func(ctx context.Context, tx *sqlx.Tx) (storage.Grant, error) {
 		return s.redeemInTx(ctx, tx, p, issue)
-	})
+	}})
 }
 
-// inBatch runs write in tenant's batcher, in the savepoint "redeem" of a
+// inBatch runs job.write in tenant's batcher, in the savepoint "redeem" of a
 // transaction shared with the other writes queued there, and returns once
 // that transaction has committed or failed. write either succeeds, or
 // leaves nothing behind (rolling back to the savepoint itself, as undo
 // does) and returns its outcome; a storage failure fails the whole batch.
-func (s *Store) inBatch(ctx context.Context, tenant string, write func(context.Context, *sqlx.Tx) (storage.Grant, error)) (storage.Grant, error) {
-	job := &batchJob{write: write, done: make(chan batchResult, 1)}
+func (s *Store) inBatch(ctx context.Context, tenant string, job *batchJob) (storage.Grant, error) {
+	job.done = make(chan batchResult, 1)
 	select {
 	case s.batches[shard(tenant, len(s.batches))] <- job:
 	case <-s.stop:
@@ -80,17 +80,14 @@ func shard(tenant string, n int) int {
 }
 
 // abortOn says which outcomes of a batched write must roll back the whole
-// transaction: storage failures. Failures to redeem and refusals by issue
-// are outcomes, not aborts.
+// transaction: storage failures. Anything else is the write's own outcome
+// (a failure to redeem, a refusal by issue, a code or id that collided),
+// and the write rolled back its own savepoint (undo) where it had written.
 func abortOn(err error) error {
-	var rf *storage.RedeemFailure
-	switch {
-	case err == nil, errors.As(err, &rf), errors.Is(err, storage.ErrEngineerLocked):
-		return nil
-	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, storage.ErrAlreadyExists):
+	if errors.Is(err, storage.ErrUnavailable) {
 		return err
 	}
-	return nil // refused: the write rolled back its own savepoint (undo)
+	return nil
 }
 
 type batchJob struct {
@@ -111,11 +108,12 @@ const maxBatch = 64
 // would only queue for the same cores.
 const pgBatchers = 4
 
-// runBatcher group-commits redemptions and first uses (inBatch): it takes
-// every queued write of its shard (up to maxBatch), runs each in its own
-// savepoint inside one transaction and commits once, so one fsync serves
-// the whole batch, and on PostgreSQL each audit chain head is locked once
-// per batch, not once per write. It stops when the store closes.
+// runBatcher group-commits grants, redemptions and first uses (inBatch):
+// it takes every queued write of its shard (up to maxBatch), runs each in
+// its own savepoint inside one transaction and commits once, so one fsync
+// serves the whole batch, and on PostgreSQL each audit chain head is
+// locked once per batch, not once per write. It stops when the store
+// closes.
 func (s *Store) runBatcher(batch chan *batchJob) {
 	for {
 		var first *batchJob
@@ -225,7 +223,7 @@ func (s *Store) redeemInTx(ctx context.Context, tx *sqlx.Tx, p storage.RedeemPar
 	is, ierr := issue(g, tenant)
 	if ierr == nil {
 		ierr = s.writeIssue(ctx, tx, is)
-		if errors.Is(ierr, storage.ErrUnavailable) || errors.Is(ierr, storage.ErrAlreadyExists) {
+		if errors.Is(ierr, storage.ErrUnavailable) {
 			return g, ierr
 		}
 	}

@@ -188,7 +188,7 @@ func (s *Store) SignalToken(ctx context.Context, jti, kind, reason string, claim
 // 480 ms).
 func (s *Store) MarkTokenUsed(ctx context.Context, jti string, at time.Time, ev storage.AuditEvent) (bool, error) {
 	var n int64
-	_, err := s.inBatch(ctx, ev.TenantID, func(ctx context.Context, tx *sqlx.Tx) (storage.Grant, error) {
+	_, err := s.inBatch(ctx, ev.TenantID, &batchJob{write: func(ctx context.Context, tx *sqlx.Tx) (storage.Grant, error) {
 		heads := s.headsAt(tx)
 		var err error
 		n, err = s.exec(ctx, tx, `UPDATE tokens SET first_used_at = ? WHERE jti = ? AND first_used_at IS NULL`, micro(at), jti)
@@ -201,7 +201,7 @@ func (s *Store) MarkTokenUsed(ctx context.Context, jti string, at time.Time, ev 
 			}
 		}
 		return storage.Grant{}, err
-	})
+	}})
 	// The cached state still says never used: read it again next time,
 	// once, rather than try to record the first use on every call.
 	s.states.Delete(jti)

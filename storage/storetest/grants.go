@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/actas/actas/broker/audit"
 	"github.com/actas/actas/storage"
 )
 
@@ -74,6 +77,64 @@ func testCodeCollision(t *testing.T, s storage.Store) {
 		t.Fatalf("same live code: got %v, want ErrAlreadyExists", err)
 	}
 	mustCreate(t, s, newGrant("other", "123456")) // another tenant may hold the same code
+}
+
+// testConcurrentGrants races grants of one tenant, five of which collide
+// on a code, with redemptions: storage group-commits them, and a collision
+// must fail that grant alone.
+func testConcurrentGrants(t *testing.T, s storage.Store, key []byte) {
+	ctx := context.Background()
+	enable(t, s, "acme")
+	mustCreate(t, s, newGrant("acme", "700000"))
+	const n, redemptions = 32, 8
+	for i := range redemptions {
+		mustCreate(t, s, newGrant("acme", fmt.Sprintf("71%04d", i)))
+	}
+	var created, collided atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		code := fmt.Sprintf("72%04d", i)
+		switch {
+		case i == 0:
+			code = "700000" // a live code
+		case i%8 == 1:
+			code = "799999" // four race for it: one wins
+		}
+		wg.Go(func() {
+			err := s.CreateGrant(ctx, newGrant("acme", code), ev("acme", "grant.create"))
+			switch {
+			case err == nil:
+				created.Add(1)
+			case errors.Is(err, storage.ErrAlreadyExists):
+				collided.Add(1)
+			default:
+				t.Errorf("grant %d: %v", i, err)
+			}
+		})
+		if i < redemptions {
+			wg.Go(func() {
+				if _, err := s.Redeem(ctx, redeemParams("acme", fmt.Sprintf("71%04d", i), "eng-1", t0), issueFor("cli", t0)); err != nil {
+					t.Errorf("redeem %d: %v", i, err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if created.Load() != n-4 || collided.Load() != 4 {
+		t.Fatalf("%d grants created and %d collided, want %d and 4", created.Load(), collided.Load(), n-4)
+	}
+	if c := auditCount(t, s, "acme", "grant.create"); c != 1+redemptions+n-4 {
+		t.Fatalf("%d grant.create events, want %d", c, 1+redemptions+n-4)
+	}
+	if c := auditCount(t, s, "acme", "grant.redeem"); c != redemptions {
+		t.Fatalf("%d grant.redeem events, want %d", c, redemptions)
+	}
+	if _, err := audit.Verify(ctx, s, key, nil); err != nil {
+		t.Fatalf("chain: %v", err)
+	}
 }
 
 func testGrantList(t *testing.T, s storage.Store) {

@@ -23,6 +23,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store, auditKey []byte) {
 		{"tenant/default off and toggle", testTenantToggle},
 		{"grant/requires support on", testGrantRequiresSupport},
 		{"grant/code collision", testCodeCollision},
+		{"grant/concurrent, some codes colliding, with redemptions", func(t *testing.T, s storage.Store) { testConcurrentGrants(t, s, auditKey) }},
 		{"grant/list and status", testGrantList},
 		{"redeem/once", testRedeemOnce},
 		{"redeem/issue failure writes nothing", testRedeemIssueFailure},
