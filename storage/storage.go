@@ -414,7 +414,9 @@ type Store interface {
 	// p.Engineer with one conditional update, calls issue with the bound
 	// grant and its tenant as that transaction reads them, and writes what
 	// it returns in the same transaction. If issue
-	// fails nothing is written. A code that matches nothing counts a
+	// fails nothing is written. issue may be called again for the same
+	// redemption (a batch made again one by one); only what its last call
+	// returned is written. A code that matches nothing counts a
 	// failure and returns *RedeemFailure; an engineer past the limit gets
 	// ErrEngineerLocked and changes nothing.
 	Redeem(ctx context.Context, p RedeemParams, issue func(Grant, Tenant) (Issue, error)) (Grant, error)
