@@ -75,6 +75,9 @@ type env struct {
 	// the identity provider that enabled it, and each invocation starts a
 	// new one, so a PostgreSQL database can be used again.
 	tag string
+	// postgres: storage is a PostgreSQL server on this machine, whose CPU
+	// time each run reports.
+	postgres bool
 }
 
 const productSecret = "load-product-secret-0123456789"
@@ -168,10 +171,11 @@ clients:
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	}()
-	e := &env{base: "http://" + addr, cust: cust, sup: sup, pid: cmd.Process.Pid, tool: o.tool, tag: strconv.FormatInt(time.Now().UnixMilli(), 36), hc: &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{MaxIdleConns: conns * 2, MaxIdleConnsPerHost: conns * 2, IdleConnTimeout: time.Minute},
-	}}
+	e := &env{base: "http://" + addr, cust: cust, sup: sup, pid: cmd.Process.Pid, tool: o.tool, tag: strconv.FormatInt(time.Now().UnixMilli(), 36),
+		postgres: localPostgres(storage), hc: &http.Client{
+			Timeout:   30 * time.Second,
+			Transport: &http.Transport{MaxIdleConns: conns * 2, MaxIdleConnsPerHost: conns * 2, IdleConnTimeout: time.Minute},
+		}}
 	if err := e.waitReady(); err != nil {
 		return fmt.Errorf("%v\n%s", err, logs)
 	}
@@ -207,6 +211,9 @@ clients:
 		}
 		fmt.Printf("run %d: %d requests in %.2fs: %.0f/s, p50 %s, p99 %s, actas CPU %s/request%s, errors %d\n",
 			r, res.n, res.elapsed.Seconds(), res.rate(), res.p(0.50), res.p(0.99), cpu.Round(time.Microsecond), client, res.errors)
+		if res.postgresCPU > 0 {
+			fmt.Printf("run %d: PostgreSQL server CPU %s/request\n", r, (res.postgresCPU / time.Duration(max(res.n, 1))).Round(time.Microsecond))
+		}
 		if res.writes.calls > 0 {
 			fmt.Printf("run %d: actas wrote %.1f KiB in %.1f write calls per request\n",
 				r, float64(res.writes.bytes)/1024/float64(res.n), float64(res.writes.calls)/float64(res.n))
@@ -366,6 +373,9 @@ type result struct {
 	// writes is what actas wrote during the run, where measured: for an
 	// exchange, mostly the storage's durable writes.
 	writes ioCount
+	// postgresCPU is the PostgreSQL server's CPU time during the run (0
+	// unless storage is a server on this machine).
+	postgresCPU time.Duration
 }
 
 func (r result) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
@@ -465,9 +475,10 @@ func (e *env) load(conns int, d time.Duration, rate int, bodies []string, want s
 	if _, err := e.loadFor(conns, time.Second, rate, bodies, want); err != nil {
 		return result{}, err
 	}
-	warm := cpuTime(e.pid) - cpu0
+	warm, pg0 := cpuTime(e.pid)-cpu0, e.postgresCPU()
 	res, err := e.loadFor(conns, d, rate, bodies, want)
 	res.setupCPU += warm
+	res.postgresCPU = e.postgresCPU() - pg0
 	return res, err
 }
 
@@ -544,7 +555,7 @@ func (e *env) exchangeRun(conns, count, run int) (result, error) {
 		i := int(n.Add(1) - 1)
 		return i, i < len(jobs)
 	}
-	w0 := writes(e.pid)
+	w0, pg0 := writes(e.pid), e.postgresCPU()
 	res := drive(conns, next, nil, func(i int) error {
 		j := jobs[i]
 		st, b, err := e.call("POST", "/token", "", "application/x-www-form-urlencoded", exchangeBody(j.tenant, j.code, engs[i%len(engs)]), false)
@@ -557,6 +568,30 @@ func (e *env) exchangeRun(conns, count, run int) (result, error) {
 		return nil
 	})
 	res.setupCPU = setup
-	res.writes = writes(e.pid).minus(w0)
+	res.writes, res.postgresCPU = writes(e.pid).minus(w0), e.postgresCPU()-pg0
 	return res, nil
+}
+
+// postgresCPU is the PostgreSQL server's CPU time so far, if it is
+// storage and on this machine; else 0.
+func (e *env) postgresCPU() time.Duration {
+	if !e.postgres {
+		return 0
+	}
+	return postgresCPU()
+}
+
+// localPostgres says whether storage is a PostgreSQL server on this
+// machine.
+func localPostgres(storage string) bool {
+	u, err := url.Parse(storage)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return false
+	}
+	switch u.Hostname() {
+	case "", "localhost":
+		return true
+	}
+	ip := net.ParseIP(u.Hostname())
+	return ip != nil && ip.IsLoopback()
 }

@@ -81,18 +81,47 @@ func (t *trivialServer) stop() {
 // cpuTime is the user and system CPU time a process has used, from
 // /proc/PID/stat (clock ticks of 10 ms); 0 where that is not readable.
 func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	own, _ := procCPU(strconv.Itoa(pid))
+	return own
+}
+
+// procCPU reads /proc/PID/stat: the CPU time the process used, and that
+// of its children it has waited for.
+func procCPU(pid string) (own, children time.Duration) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	s := string(b)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(fields) < 13 {
-		return 0
+	if len(fields) < 15 {
+		return 0, 0
 	}
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	var t [4]int64
+	for i := range t {
+		t[i], _ = strconv.ParseInt(fields[11+i], 10, 64)
+	}
+	return time.Duration(t[0]+t[1]) * 10 * time.Millisecond, time.Duration(t[2]+t[3]) * 10 * time.Millisecond
+}
+
+// postgresCPU is the CPU time used by this machine's PostgreSQL server:
+// every process named postgres, and the exited children the postmaster
+// has reaped (a backend whose connection closed). 0 where /proc is not
+// readable.
+func postgresCPU() time.Duration {
+	dirs, _ := os.ReadDir("/proc")
+	var sum time.Duration
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		if comm, err := os.ReadFile("/proc/" + d.Name() + "/comm"); err != nil || strings.TrimSpace(string(comm)) != "postgres" {
+			continue
+		}
+		own, children := procCPU(d.Name())
+		sum += own + children
+	}
+	return sum
 }
 
 // ioCount is a process's write system calls and the bytes they wrote.
