@@ -99,16 +99,19 @@ func (s *Store) enqueue(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent
 	if len(detail) == 0 {
 		detail = json.RawMessage("null")
 	}
-	payload, _ := json.Marshal(storage.Notice{
-		Kind: kind, Tenant: ev.TenantID, EventID: eventID, Seq: ev.Seq, Time: ev.Time.UTC(),
-		Action: ev.Action, ActorType: ev.ActorType, ActorID: ev.ActorID, Target: ev.Target, Detail: detail,
-	})
+	var payload []byte // made for the first message: most events have none
 	seen := map[string]bool{}
 	add := func(channel, dest string) error {
 		if dest == "" || seen[channel+dest] {
 			return nil
 		}
 		seen[channel+dest] = true
+		if payload == nil {
+			payload, _ = json.Marshal(storage.Notice{
+				Kind: kind, Tenant: ev.TenantID, EventID: eventID, Seq: ev.Seq, Time: ev.Time.UTC(),
+				Action: ev.Action, ActorType: ev.ActorType, ActorID: ev.ActorID, Target: ev.Target, Detail: detail,
+			})
+		}
 		_, err := s.exec(ctx, tx, `INSERT INTO outbox (tenant_id, kind, channel, destination, payload, next_attempt_at, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`, ev.TenantID, kind, channel, dest, string(payload), micro(ev.Time), micro(ev.Time))
 		s.queued(tx)
