@@ -2,7 +2,10 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,52 +21,31 @@ func (s *Store) insertAudit(ctx context.Context, tx *sqlx.Tx, ev storage.AuditEv
 }
 
 // insertAudits appends evs, in order, to their tenants' hash chains inside
-// tx, one statement per run of events of one tenant. The first event of a
-// tenant in tx reads the head and locks its row (PostgreSQL: the upsert's
-// row lock; SQLite has one writer); later ones link to the head tx holds,
-// and tx writes the head once before commit (flushHeads).
+// tx, in one statement. The first event of a tenant in tx reads the head
+// and locks its row (PostgreSQL: the upsert's row lock; SQLite has one
+// writer); later ones link to the head tx holds, and tx writes the head
+// once before commit (flushHeads).
 func (s *Store) insertAudits(ctx context.Context, tx *sqlx.Tx, evs []storage.AuditEvent) error {
 	return s.insertAuditsWith(ctx, tx, evs, nil)
 }
 
-// insertAuditsWith is insertAudits, with the first run's statement
-// carrying with's inserts as data-modifying CTEs (PostgreSQL only: one
-// round trip instead of several).
+// insertAuditsWith is insertAudits, with the statement carrying with's
+// inserts as data-modifying CTEs (PostgreSQL only: one round trip instead
+// of several).
 func (s *Store) insertAuditsWith(ctx context.Context, tx *sqlx.Tx, evs []storage.AuditEvent, with *cte) error {
-	st := s.state(tx)
-	for len(evs) > 0 {
-		n := 1
-		for n < len(evs) && evs[n].TenantID == evs[0].TenantID {
-			n++
-		}
-		if err := s.insertRun(ctx, tx, st, evs[:n], with); err != nil {
-			return err
-		}
-		evs, with = evs[n:], nil
+	if len(evs) == 0 {
+		return nil
 	}
-	return nil
-}
-
-// cte is a statement and its arguments: a WITH clause, whose arguments
-// come before the statement's own, or a statement to ride in one.
-type cte struct {
-	sql  string
-	args []any
-}
-
-// insertRun appends events of one tenant.
-func (s *Store) insertRun(ctx context.Context, tx *sqlx.Tx, st *txState, evs []storage.AuditEvent, with *cte) error {
-	tenant := evs[0].TenantID
-	h, ok := st.heads[tenant]
-	if !ok {
-		// One statement creates the head if needed and returns it; the
-		// no-op update takes the row lock on PostgreSQL until the
-		// transaction ends.
-		if err := s.queryRow(ctx, tx, `INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?, 0, ?)
-			ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq RETURNING seq, hash`,
-			tenant, storage.GenesisHash).Scan(&h.seq, &h.hash); err != nil {
-			return s.mapErr(err)
+	st := s.state(tx)
+	var tenants []string
+	for _, ev := range evs {
+		if ev.Action == "" || ev.ActorType == "" {
+			return fmt.Errorf("sqlstore: audit event needs an action and an actor type")
 		}
+		tenants = append(tenants, ev.TenantID)
+	}
+	if err := s.readHeads(ctx, tx, st, tenants); err != nil {
+		return err
 	}
 	q := strings.Builder{}
 	args := make([]any, 0, 13*len(evs))
@@ -73,10 +55,12 @@ func (s *Store) insertRun(ctx context.Context, tx *sqlx.Tx, st *txState, evs []s
 	}
 	q.WriteString(`INSERT INTO audit_events
 		(tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256, seq, prev_hash, hash) VALUES `)
+	heads := make(map[string]chainHead, len(tenants))
 	for i := range evs {
 		ev := &evs[i]
-		if ev.Action == "" || ev.ActorType == "" {
-			return fmt.Errorf("sqlstore: audit event needs an action and an actor type")
+		h, ok := heads[ev.TenantID]
+		if !ok {
+			h = st.heads[ev.TenantID]
 		}
 		ev.Seq = h.seq + 1
 		ev.Time = time.UnixMicro(ev.Time.UnixMicro()).UTC() // the precision stored, so the hash verifies
@@ -90,17 +74,21 @@ func (s *Store) insertRun(ctx context.Context, tx *sqlx.Tx, st *txState, evs []s
 		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 		args = append(args, ev.TenantID, micro(ev.Time), ev.ActorType, ev.ActorID, ev.ActorIss, ev.Action, ev.Target,
 			ev.Outcome, string(ev.Detail), ev.PolicySHA256, ev.Seq, h.hash, hash)
-		h = chainHead{seq: ev.Seq, hash: hash, dirty: true}
+		heads[ev.TenantID] = chainHead{seq: ev.Seq, hash: hash, dirty: true}
 	}
-	// The order of RETURNING rows is not promised: match them by seq.
-	q.WriteString(" RETURNING seq, id")
+	// The order of RETURNING rows is not promised: match them by tenant
+	// and seq.
+	q.WriteString(" RETURNING tenant_id, seq, id")
 	ids, err := s.returnedIDs(ctx, tx, q.String(), args, len(evs))
 	if err != nil {
 		return err
 	}
-	st.heads[tenant] = h
+	maps.Copy(st.heads, heads)
+	if err := s.readRecipients(ctx, tx, evs); err != nil {
+		return err
+	}
 	for i := range evs {
-		id, ok := ids[evs[i].Seq]
+		id, ok := ids[chainPos{evs[i].TenantID, evs[i].Seq}]
 		if !ok {
 			return fmt.Errorf("%w: audit event seq %d was not returned", storage.ErrUnavailable, evs[i].Seq)
 		}
@@ -111,26 +99,91 @@ func (s *Store) insertRun(ctx context.Context, tx *sqlx.Tx, st *txState, evs []s
 	return nil
 }
 
-// returnedIDs runs an insert returning (seq, id) rows.
-func (s *Store) returnedIDs(ctx context.Context, tx *sqlx.Tx, q string, args []any, n int) (map[int64]int64, error) {
-	ids := make(map[int64]int64, n)
+// cte is a statement and its arguments: a WITH clause, whose arguments
+// come before the statement's own, or a statement to ride in one.
+type cte struct {
+	sql  string
+	args []any
+}
+
+// chainPos is an event's place: its tenant's chain and its seq there.
+type chainPos struct {
+	tenant string
+	seq    int64
+}
+
+// readHeads reads the chain heads of tenants that tx has not read yet, in
+// one statement that creates a missing head and, on PostgreSQL, locks
+// each row until tx ends (the no-op update), in tenant order so that two
+// transactions never wait for each other's.
+func (s *Store) readHeads(ctx context.Context, tx *sqlx.Tx, st *txState, tenants []string) error {
+	var need []string
+	for _, t := range tenants {
+		if _, ok := st.heads[t]; !ok && !slices.Contains(need, t) {
+			need = append(need, t)
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	slices.Sort(need)
+	args := make([]any, 0, 2*len(need))
+	for _, t := range need {
+		args = append(args, t, storage.GenesisHash)
+	}
+	rows, err := s.queryRows(ctx, tx, `INSERT INTO audit_heads (tenant_id, seq, hash) VALUES `+
+		strings.Repeat("(?, 0, ?), ", len(need)-1)+`(?, 0, ?)
+		ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq RETURNING tenant_id, seq, hash`, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var t string
+		var h chainHead
+		if err := rows.Scan(&t, &h.seq, &h.hash); err != nil {
+			return s.mapErr(err)
+		}
+		st.heads[t] = h
+	}
+	if err := rows.Err(); err != nil {
+		return s.mapErr(err)
+	}
+	for _, t := range need {
+		if _, ok := st.heads[t]; !ok {
+			return fmt.Errorf("%w: audit head of %s was not returned", storage.ErrUnavailable, t)
+		}
+	}
+	return nil
+}
+
+// returnedIDs runs an insert returning (tenant_id, seq, id) rows.
+func (s *Store) returnedIDs(ctx context.Context, tx *sqlx.Tx, q string, args []any, n int) (map[chainPos]int64, error) {
+	ids := make(map[chainPos]int64, n)
+	rows, err := s.queryRows(ctx, tx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p chainPos
+		var id int64
+		if err := rows.Scan(&p.tenant, &p.seq, &id); err != nil {
+			return nil, s.mapErr(err)
+		}
+		ids[p] = id
+	}
+	return ids, s.mapErr(rows.Err())
+}
+
+// queryRows runs a prepared query in tx.
+func (s *Store) queryRows(ctx context.Context, tx *sqlx.Tx, q string, args ...any) (*sql.Rows, error) {
 	st, err := s.prepared(ctx, tx, q)
 	if err != nil {
 		return nil, err
 	}
 	rows, err := st.QueryContext(ctx, args...)
-	if err != nil {
-		return nil, s.mapErr(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var seq, id int64
-		if err := rows.Scan(&seq, &id); err != nil {
-			return nil, s.mapErr(err)
-		}
-		ids[seq] = id
-	}
-	return ids, s.mapErr(rows.Err())
+	return rows, s.mapErr(err)
 }
 
 // AppendAudit writes events in one transaction of their own.

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 
 	"github.com/jmoiron/sqlx"
@@ -98,11 +97,6 @@ func (s *Store) redeemAll(ctx context.Context, tx *sqlx.Tx, jobs []*batchJob, re
 	if !s.f.bulk || len(idx) < 2 {
 		return nil, nil
 	}
-	// Each tenant's redemptions together: its chain's events then go in
-	// one statement.
-	slices.SortStableFunc(idx, func(a, b int) int {
-		return strings.Compare(jobs[a].redeem.p.TenantID, jobs[b].redeem.p.TenantID)
-	})
 	heads := s.headsAt(tx)
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT bulk"); err != nil {
 		return nil, s.mapErr(err)
@@ -190,10 +184,9 @@ func (s *Store) tryRedeemAll(ctx context.Context, tx *sqlx.Tx, jobs []*batchJob,
 }
 
 // writeIssues writes what several redemptions issued in one statement
-// per tenant (PostgreSQL): the tokens and refresh tokens, as arrays, ride
-// as data-modifying CTEs of the first tenant's events. Without events
-// there is no statement to ride on: false, and they are written one by
-// one.
+// (PostgreSQL): the tokens and refresh tokens, as arrays, ride as
+// data-modifying CTEs of the events' insert. Without events there is no
+// statement to ride on: false, and they are written one by one.
 func (s *Store) writeIssues(ctx context.Context, tx *sqlx.Tx, issues []storage.Issue) (bool, error) {
 	var (
 		jtis, tGrants, tClients, tAuds, tRoles, tScopes, tJKTs, tSIDs []string

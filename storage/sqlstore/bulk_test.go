@@ -43,6 +43,11 @@ func testRedeemBatch(t *testing.T, s *sqlstore.Store, bulk bool) {
 			Now:      t0, MaxFailures: 3, FailureWindow: time.Hour,
 			FailureEvent: event(tenant, "grant.redeem_failed"), LockoutEvent: event(tenant, "tenant.lockout")}
 	}
+	redeemed := func(g storage.Grant) storage.AuditEvent {
+		ev := event(g.TenantID, "grant.redeem")
+		ev.Target, ev.Notify = g.ID, storage.NotifyGrantRedeemed
+		return ev
+	}
 	issue := func(jti string) func(storage.Grant, storage.Tenant) (storage.Issue, error) {
 		return func(g storage.Grant, _ storage.Tenant) (storage.Issue, error) {
 			if jti == "" {
@@ -52,7 +57,7 @@ func testRedeemBatch(t *testing.T, s *sqlstore.Store, bulk bool) {
 				Token: storage.Token{JTI: jti, GrantID: g.ID, ClientID: "cli", Audience: "product", Role: g.Role, IssuedAt: t0, ExpiresAt: t0.Add(time.Minute)},
 				Refresh: &storage.RefreshToken{Hash: []byte(rand.Text()), GrantID: g.ID, ClientID: "cli", Audience: "product", Role: g.Role,
 					IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)},
-				Events: []storage.AuditEvent{event(g.TenantID, "grant.redeem"), event(g.TenantID, "token.issue")},
+				Events: []storage.AuditEvent{redeemed(g), event(g.TenantID, "token.issue")},
 			}, nil
 		}
 	}
@@ -70,8 +75,13 @@ func testRedeemBatch(t *testing.T, s *sqlstore.Store, bulk bool) {
 				event(other, "support_access.enable"), event(other, "grant.revoke")); err != nil {
 				t.Fatal(err)
 			}
+			n := storage.NotificationSettings{TenantID: other, WebhookURL: "https://hooks.example/" + other,
+				Kinds: map[string][]string{storage.ToWebhook: {storage.NotifyGrantRedeemed}}, ChangedBy: "admin", ChangedAt: t0}
+			if err := s.SetNotificationSettings(ctx, n, event(other, "notifications.update")); err != nil {
+				t.Fatal(err)
+			}
 			g := storage.Grant{ID: "grt_" + other, TenantID: other, Role: "manage", GrantedBy: "user-1", GrantedByIss: "https://customer",
-				CreatedAt: t0, ExpiresAt: t0.Add(24 * time.Hour), CodeHash: []byte("hash-100000"), CodeExpiresAt: t0.Add(time.Hour)}
+				GranterClaims: []byte(`{"email":"granter@` + other + `"}`), CreatedAt: t0, ExpiresAt: t0.Add(24 * time.Hour), CodeHash: []byte("hash-100000"), CodeExpiresAt: t0.Add(time.Hour)}
 			if err := s.CreateGrant(ctx, g, event(other, "grant.create")); err != nil {
 				t.Fatal(err)
 			}
@@ -108,7 +118,7 @@ func testRedeemBatch(t *testing.T, s *sqlstore.Store, bulk bool) {
 		}
 		for i := range 4 {
 			g := storage.Grant{ID: fmt.Sprintf("grt_%d_%d", ci, i), TenantID: tenant, Role: "manage", GrantedBy: "user-1", GrantedByIss: "https://customer",
-				CreatedAt: t0, ExpiresAt: t0.Add(24 * time.Hour), CodeHash: []byte(fmt.Sprintf("hash-10000%d", i)), CodeExpiresAt: t0.Add(time.Hour)}
+				GranterClaims: []byte(`{"email":"granter@` + tenant + `"}`), CreatedAt: t0, ExpiresAt: t0.Add(24 * time.Hour), CodeHash: []byte(fmt.Sprintf("hash-10000%d", i)), CodeExpiresAt: t0.Add(time.Hour)}
 			if err := s.CreateGrant(ctx, g, event(tenant, "grant.create")); err != nil {
 				t.Fatal(err)
 			}
@@ -126,9 +136,30 @@ func testRedeemBatch(t *testing.T, s *sqlstore.Store, bulk bool) {
 		if c.odd != nil {
 			batch = append(batch[:1], append([]sqlstore.Redemption{c.odd(tenant)}, batch[1:]...)...)
 		}
+		claim := func() map[string]int {
+			msgs, err := s.ClaimOutbox(ctx, t0.Add(time.Hour), time.Hour, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]int{}
+			for _, m := range msgs {
+				got[m.TenantID+" "+m.Channel+" "+m.Kind]++
+			}
+			return got
+		}
+		claim()
 		gs, errs, together, err := sqlstore.RedeemBatch(s, batch)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
+		}
+		// Each redemption's notices, to each tenant's own recipients.
+		want := map[string]int{tenant + " email grant_redeemed": 3}
+		if c.odd != nil && c.want(nil) {
+			other := batch[1].P.TenantID
+			want[other+" email grant_redeemed"], want[other+" webhook grant_redeemed"] = 1, 1
+		}
+		if got := claim(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: outbox %v, want %v", c.name, got, want)
 		}
 		wantTogether := 0
 		if bulk && (c.odd == nil || c.want(nil)) {
@@ -149,12 +180,12 @@ func testRedeemBatch(t *testing.T, s *sqlstore.Store, bulk bool) {
 			}
 		}
 		evs, err := s.Audit(ctx, storage.AuditFilter{TenantID: tenant, Action: "token.issue", Limit: 100})
-		want := 3
+		issued := 3
 		if ci == 0 {
-			want++ // and taken's
+			issued++ // and taken's
 		}
-		if err != nil || len(evs) != want {
-			t.Errorf("%s: %d token.issue events (%v), want %d", c.name, len(evs), err, want)
+		if err != nil || len(evs) != issued {
+			t.Errorf("%s: %d token.issue events (%v), want %d", c.name, len(evs), err, issued)
 		}
 		if c.odd != nil {
 			// Nothing of a failed one was left behind: the fourth code is

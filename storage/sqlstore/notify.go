@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/mail"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -139,26 +140,70 @@ func (s *Store) enqueue(ctx context.Context, tx *sqlx.Tx, ev *storage.AuditEvent
 // recipients returns tenant's notification settings (the defaults if it
 // has none), read once per transaction.
 func (s *Store) recipients(ctx context.Context, tx *sqlx.Tx, tenant string) (*recipients, error) {
-	st := s.state(tx)
-	if r, ok := st.notify[tenant]; ok {
+	if r, ok := s.state(tx).notify[tenant]; ok {
 		return r, nil
 	}
-	r := &recipients{settings: storage.NotificationSettings{Kinds: storage.DefaultNotifyKinds()}}
-	var emails, kinds string
-	err := s.queryRow(ctx, tx, `SELECT emails, webhook_url, kinds FROM notification_settings WHERE tenant_id = ?`, tenant).Scan(&emails, &r.settings.WebhookURL, &kinds)
-	switch {
-	case err == nil:
-		if r.settings.Emails, err = parseList(emails); err != nil {
-			return nil, err
-		}
-		if r.settings.Kinds, err = parseKinds(kinds); err != nil {
-			return nil, err
-		}
-	case !errors.Is(err, sql.ErrNoRows):
-		return nil, s.mapErr(err)
+	if err := s.readSettings(ctx, tx, []string{tenant}); err != nil {
+		return nil, err
 	}
-	st.notify[tenant] = r
-	return r, nil
+	return s.state(tx).notify[tenant], nil
+}
+
+// readRecipients reads, in one statement, the notification settings of
+// the tenants of evs that enqueue will address and tx has not read.
+func (s *Store) readRecipients(ctx context.Context, tx *sqlx.Tx, evs []storage.AuditEvent) error {
+	st := s.state(tx)
+	var need []string
+	for _, ev := range evs {
+		_, ok := st.notify[ev.TenantID]
+		if !ok && ev.TenantID != "" && ev.Notify != "" && ev.Notify != storage.NotifyApprovalDecided && !slices.Contains(need, ev.TenantID) {
+			need = append(need, ev.TenantID)
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	return s.readSettings(ctx, tx, need)
+}
+
+// readSettings reads tenants' notification settings into tx's state, the
+// defaults for a tenant that has none.
+func (s *Store) readSettings(ctx context.Context, tx *sqlx.Tx, tenants []string) error {
+	args := make([]any, len(tenants))
+	for i, t := range tenants {
+		args[i] = t
+	}
+	rows, err := s.queryRows(ctx, tx, `SELECT tenant_id, emails, webhook_url, kinds FROM notification_settings WHERE tenant_id IN (`+
+		strings.Repeat("?, ", len(tenants)-1)+`?)`, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	read := map[string]*recipients{}
+	for rows.Next() {
+		var tenant, emails, kinds string
+		var n storage.NotificationSettings
+		if err := rows.Scan(&tenant, &emails, &n.WebhookURL, &kinds); err != nil {
+			return s.mapErr(err)
+		}
+		if n.Emails, err = parseList(emails); err != nil {
+			return err
+		}
+		if n.Kinds, err = parseKinds(kinds); err != nil {
+			return err
+		}
+		read[tenant] = &recipients{settings: n}
+	}
+	if err := rows.Err(); err != nil {
+		return s.mapErr(err)
+	}
+	st := s.state(tx)
+	for _, t := range tenants {
+		if st.notify[t] = read[t]; read[t] == nil {
+			st.notify[t] = &recipients{settings: storage.NotificationSettings{Kinds: storage.DefaultNotifyKinds()}}
+		}
+	}
+	return nil
 }
 
 // ClaimOutbox leases due messages with a conditional update each, so two

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/jmoiron/sqlx"
 
@@ -57,14 +58,23 @@ func (s *Store) queued(tx *sqlx.Tx) { s.state(tx).queued = true }
 // upsert), so the writes wait for nobody.
 func (s *Store) flushHeads(ctx context.Context, tx *sqlx.Tx) error {
 	st := s.state(tx)
+	var args []any
 	for _, tenant := range slices.Sorted(maps.Keys(st.heads)) {
-		h := st.heads[tenant]
-		if !h.dirty {
-			continue
+		if h := st.heads[tenant]; h.dirty {
+			args = append(args, tenant, h.seq, h.hash)
 		}
-		if _, err := s.exec(ctx, tx, `UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?`, h.seq, h.hash, tenant); err != nil {
-			return err
-		}
+	}
+	if len(args) == 0 {
+		return nil
+	}
+	// One statement for every tenant: the rows exist (readHeads), so
+	// each insert is an update.
+	if _, err := s.exec(ctx, tx, `INSERT INTO audit_heads (tenant_id, seq, hash) VALUES `+
+		strings.Repeat("(?, ?, ?), ", len(args)/3-1)+`(?, ?, ?)
+		ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`, args...); err != nil {
+		return err
+	}
+	for tenant, h := range st.heads {
 		h.dirty = false
 		st.heads[tenant] = h
 	}
