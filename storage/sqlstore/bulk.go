@@ -2,7 +2,10 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jmoiron/sqlx"
@@ -19,31 +22,40 @@ const redeemable = `grants.tenant_id = {tenant} AND grants.code_hash = {code}
 	AND grants.code_expires_at > {now} AND grants.expires_at > {now}
 	AND EXISTS (SELECT 1 FROM tenants n WHERE n.id = grants.tenant_id AND n.support_enabled)
 	AND NOT EXISTS (SELECT 1 FROM redeem_failures f WHERE f.scope = '` + scopeEngineer + `' AND f.subject = {engineer}
-		AND f.count >= {max} AND f.window_start > {since})`
+		AND f.count >= {maxfail} AND f.window_start > {since})`
 
-// redeemSet is the columns redeemable's placeholders stand for, and what
-// a redemption writes, as SET assignments.
+// redeemSet is what a redemption writes, as SET assignments.
 const redeemSet = `code_hash = NULL, redeemed_at = {now}, engineer_sub = {sub}, engineer_iss = {iss},
-	engineer_email = {email}, engineer_groups = {groups}, engineer_mfa = {mfa}, engineer_claims = {claims}`
+	engineer_email = {email}, engineer_groups = {egroups}, engineer_mfa = {mfa}, engineer_claims = {claims}`
 
-// redeemOne is redemption's update with parameters, in the order of
-// redeemArgs.
-var redeemOne = `UPDATE grants SET ` + placeholders.Replace(redeemSet) + ` WHERE ` + placeholders.Replace(redeemable) +
-	` RETURNING ` + strings.ReplaceAll(grantCols, "g.", "grants.") +
+// redeemReturning is what a redemption reads of the grant it bound.
+var redeemReturning = strings.ReplaceAll(grantCols, "g.", "grants.") +
 	`, (SELECT n.allow_non_admin_grants FROM tenants n WHERE n.id = grants.tenant_id)`
 
-var placeholders = strings.NewReplacer("{tenant}", "?", "{code}", "?", "{now}", "?", "{engineer}", "?", "{max}", "?", "{since}", "?",
-	"{sub}", "?", "{iss}", "?", "{email}", "?", "{groups}", "?", "{mfa}", "?", "{claims}", "?")
+// redeemOne is a redemption's update with parameters, in the order of
+// redeemArgs.
+var redeemOne = `UPDATE grants SET ` + params.Replace(redeemSet) + ` WHERE ` + params.Replace(redeemable) +
+	` RETURNING ` + redeemReturning
+
+// params and columns fill redeemable's and redeemSet's placeholders with
+// parameters, or with the columns of a batch's rows, v.
+var (
+	params = strings.NewReplacer("{tenant}", "?", "{code}", "?", "{now}", "?", "{engineer}", "?", "{maxfail}", "?", "{since}", "?",
+		"{sub}", "?", "{iss}", "?", "{email}", "?", "{egroups}", "?", "{mfa}", "?", "{claims}", "?")
+	columns = strings.NewReplacer("{", "v.", "}", "")
+)
 
 // redeemArgs are redeemOne's arguments for p.
 func redeemArgs(p storage.RedeemParams) []any {
-	r := newRedeemRow(p)
+	r := newRedeemRow(0, p)
 	return []any{r.now, r.sub, r.iss, r.email, r.groups, r.mfa, r.claims,
 		r.tenant, r.code, r.now, r.now, r.engineer, r.max, r.since}
 }
 
-// redeemRow is what one redemption's statement is given.
+// redeemRow is what one redemption's statement is given; i is its job's
+// place in the batch.
 type redeemRow struct {
+	i                                                 int
 	tenant, engineer, sub, iss, email, groups, claims string
 	code                                              []byte
 	now, since                                        int64
@@ -51,13 +63,13 @@ type redeemRow struct {
 	mfa                                               bool
 }
 
-func newRedeemRow(p storage.RedeemParams) redeemRow {
+func newRedeemRow(i int, p storage.RedeemParams) redeemRow {
 	claims := string(p.Engineer.Claims)
 	if claims == "" {
 		claims = "{}"
 	}
 	return redeemRow{
-		tenant: p.TenantID, code: p.CodeHash, now: micro(p.Now), since: micro(p.Now.Add(-p.FailureWindow)), max: p.MaxFailures,
+		i: i, tenant: p.TenantID, code: p.CodeHash, now: micro(p.Now), since: micro(p.Now.Add(-p.FailureWindow)), max: p.MaxFailures,
 		engineer: engineerKey(p.Engineer), sub: p.Engineer.Sub, iss: p.Engineer.Iss, email: p.Engineer.Email,
 		groups: jsonList(p.Engineer.Groups), mfa: p.Engineer.MFA, claims: claims,
 	}
@@ -66,17 +78,16 @@ func newRedeemRow(p storage.RedeemParams) redeemRow {
 // engineerKey is the subject of an engineer's failure counter.
 func engineerKey(e storage.Engineer) string { return e.Iss + " " + e.Sub } // issuer URLs hold no spaces
 
-// redeemAllSQL updates every grant a batch's redemptions consume, in one
-// statement: round trips to a database server, not the statements, are
-// what a redemption costs on PostgreSQL. Its rows come as arrays, so the
-// statement is the same for any batch.
-var redeemAllSQL = `UPDATE grants SET ` + strings.NewReplacer("{", "v.", "}", "").Replace(redeemSet) + `
+// redeemAllSQL (PostgreSQL) updates every grant a batch's redemptions
+// consume, in one statement: round trips to a database server, not the
+// statements, are what a redemption costs there. Its rows come as
+// arrays, so the statement is the same for any batch.
+var redeemAllSQL = `UPDATE grants SET ` + columns.Replace(redeemSet) + `
 	FROM unnest(?::int[], ?::text[], ?::bytea[], ?::bigint[], ?::bigint[], ?::text[], ?::int[], ?::text[], ?::text[],
 		?::text[], ?::text[], ?::boolean[], ?::text[])
-		AS v(i, tenant, code, now, since, engineer, max, sub, iss, email, groups, mfa, claims)
-	WHERE ` + strings.NewReplacer("{", "v.", "}", "").Replace(redeemable) + `
-	RETURNING v.i, ` + strings.ReplaceAll(grantCols, "g.", "grants.") +
-	`, (SELECT n.allow_non_admin_grants FROM tenants n WHERE n.id = grants.tenant_id)`
+		AS v(i, tenant, code, now, since, engineer, maxfail, sub, iss, email, egroups, mfa, claims)
+	WHERE ` + columns.Replace(redeemable) + `
+	RETURNING v.i, ` + redeemReturning
 
 // redeemAll makes the batch's redemptions (jobs with redeem set) in a few
 // statements instead of a few each, when every one of them succeeds: each
@@ -94,7 +105,7 @@ func (s *Store) redeemAll(ctx context.Context, tx *sqlx.Tx, jobs []*batchJob, re
 			idx = append(idx, i)
 		}
 	}
-	if !s.f.bulk || len(idx) < 2 {
+	if len(idx) < 2 {
 		return nil, nil
 	}
 	heads := s.headsAt(tx)
@@ -119,105 +130,221 @@ func (s *Store) redeemAll(ctx context.Context, tx *sqlx.Tx, jobs []*batchJob, re
 // tryRedeemAll is redeemAll's attempt, in the savepoint "bulk"; false if
 // not every redemption succeeded.
 func (s *Store) tryRedeemAll(ctx context.Context, tx *sqlx.Tx, jobs []*batchJob, idx []int, results []batchResult) (bool, error) {
-	n := len(idx)
-	var (
-		nums, maxes                   = make([]int, n), make([]int, n)
-		nows, sinces                  = make([]int64, n), make([]int64, n)
-		tenants, engineers, subs, iss = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		emails, groups, claims        = make([]string, n), make([]string, n), make([]string, n)
-		codes                         = make([][]byte, n)
-		mfas                          = make([]bool, n)
-	)
+	rows := make([]redeemRow, len(idx))
 	for k, i := range idx {
-		r := newRedeemRow(jobs[i].redeem.p)
-		nums[k], tenants[k], codes[k], nows[k], sinces[k], engineers[k], maxes[k] = i, r.tenant, r.code, r.now, r.since, r.engineer, r.max
-		subs[k], iss[k], emails[k], groups[k], mfas[k], claims[k] = r.sub, r.iss, r.email, r.groups, r.mfa, r.claims
+		rows[k] = newRedeemRow(i, jobs[i].redeem.p)
 	}
-	st, err := s.prepared(ctx, tx, redeemAllSQL)
-	if err != nil {
-		return false, err
+	redeem := s.redeemRows
+	if s.f.name == flavorSQLite.name {
+		redeem = s.redeemRowsSQLite
 	}
-	rows, err := st.QueryContext(ctx, nums, tenants, codes, nows, sinces, engineers, maxes, subs, iss, emails, groups, mfas, claims)
-	if err != nil {
-		return false, s.mapErr(err)
-	}
-	got := map[int]storage.Grant{}
-	allow := map[int]bool{}
-	for rows.Next() {
-		var i int
-		var g storage.Grant
-		var a bool
-		dest, finish := grantDest(&g)
-		if err := rows.Scan(append(append([]any{&i}, dest...), &a)...); err != nil {
-			rows.Close()
-			return false, s.mapErr(err)
-		}
-		if err := finish(); err != nil {
-			rows.Close()
-			return false, err
-		}
-		got[i], allow[i] = g, a
-	}
-	if err := rows.Err(); err != nil {
-		return false, s.mapErr(err)
-	}
-	if len(got) < n {
-		return false, nil // a failure to redeem: counted one by one
+	got, err := redeem(ctx, tx, rows)
+	if err != nil || len(got) < len(rows) {
+		return false, err // a failure to redeem: counted one by one
 	}
 	var issues []storage.Issue
 	for _, i := range idx {
 		g, p := got[i], jobs[i].redeem.p
 		s.state(tx).granters[g.ID] = g.GranterClaims // for the grant.redeem notice
-		is, err := jobs[i].redeem.issue(g, storage.Tenant{ID: p.TenantID, SupportEnabled: true, AllowNonAdminGrants: allow[i]})
+		is, err := jobs[i].redeem.issue(g.Grant, storage.Tenant{ID: p.TenantID, SupportEnabled: true, AllowNonAdminGrants: g.allowNonAdmin})
 		if err != nil {
 			return false, nil // refused: made again alone, to be undone alone
 		}
 		issues = append(issues, is)
 	}
-	if ok, err := s.writeIssues(ctx, tx, issues); !ok {
+	if err := s.writeIssues(ctx, tx, issues); err != nil {
 		return false, err
 	}
 	for _, i := range idx {
-		results[i] = batchResult{g: got[i]}
+		results[i] = batchResult{g: got[i].Grant}
 	}
 	return true, nil
 }
 
-// writeIssues writes what several redemptions issued in one statement
-// (PostgreSQL): the tokens and refresh tokens, as arrays, ride as
-// data-modifying CTEs of the events' insert. Without events there is no
-// statement to ride on: false, and they are written one by one.
-func (s *Store) writeIssues(ctx context.Context, tx *sqlx.Tx, issues []storage.Issue) (bool, error) {
-	var (
-		jtis, tGrants, tClients, tAuds, tRoles, tScopes, tJKTs, tSIDs []string
-		tIssued, tExpires                                             []int64
-		hashes                                                        [][]byte
-		rGrants, rClients, rAuds, rRoles, rScopes, rJKTs, rSIDs       []string
-		rIssued, rExpires                                             []int64
-		events                                                        []storage.AuditEvent
-	)
+// bound is a grant a redemption bound, with its tenant's setting.
+type bound struct {
+	storage.Grant
+	allowNonAdmin bool
+}
+
+// scanBound scans redeemReturning's columns after lead.
+func scanBound(rows *sql.Rows, lead ...any) (bound, error) {
+	var b bound
+	dest, finish := grantDest(&b.Grant)
+	if err := rows.Scan(append(append(lead, dest...), &b.allowNonAdmin)...); err != nil {
+		return b, err
+	}
+	return b, finish()
+}
+
+// redeemRows (PostgreSQL) makes the rows' redemptions with redeemAllSQL
+// and returns the grants bound, by job.
+func (s *Store) redeemRows(ctx context.Context, tx *sqlx.Tx, rs []redeemRow) (map[int]bound, error) {
+	cols := make([][]any, len(rs))
+	for k, r := range rs {
+		cols[k] = []any{r.i, r.tenant, r.code, r.now, r.since, r.engineer, r.max, r.sub, r.iss, r.email, r.groups, r.mfa, r.claims}
+	}
+	rows, err := s.queryRows(ctx, tx, redeemAllSQL, arrays(cols, 13)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	got := map[int]bound{}
+	for rows.Next() {
+		var i int
+		b, err := scanBound(rows, &i)
+		if err != nil {
+			return nil, s.mapErr(err)
+		}
+		got[i] = b
+	}
+	return got, s.mapErr(rows.Err())
+}
+
+// redeemRowsSQLite is redeemRows in two statements: SQLite's UPDATE ...
+// FROM returns nothing of the rows it joined, so the grants are found
+// first and then updated by id, inside the one writer's transaction.
+func (s *Store) redeemRowsSQLite(ctx context.Context, tx *sqlx.Tx, rs []redeemRow) (map[int]bound, error) {
+	var find, set []any
+	for _, r := range rs {
+		find = append(find, r.i, r.tenant, r.code, r.now, r.since, r.engineer, r.max)
+	}
+	rows, err := s.queryRows(ctx, tx, `WITH v(i, tenant, code, now, since, engineer, maxfail) AS (VALUES `+
+		values(7, len(rs))+`) SELECT v.i, grants.id FROM v JOIN grants ON `+columns.Replace(redeemable), find...)
+	if err != nil {
+		return nil, err
+	}
+	job := map[string]int{}
+	for rows.Next() {
+		var i int
+		var id string
+		if err := rows.Scan(&i, &id); err != nil {
+			rows.Close()
+			return nil, s.mapErr(err)
+		}
+		job[id] = i // a code twice binds its grant once: fewer grants than rows
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(job) < len(rs) {
+		return nil, s.mapErr(err)
+	}
+	byJob := make(map[int]redeemRow, len(rs))
+	for _, r := range rs {
+		byJob[r.i] = r
+	}
+	for id, i := range job {
+		r := byJob[i]
+		set = append(set, id, r.now, r.sub, r.iss, r.email, r.groups, r.mfa, r.claims)
+	}
+	rows, err = s.queryRows(ctx, tx, `WITH v(id, now, sub, iss, email, egroups, mfa, claims) AS (VALUES `+values(8, len(job))+`)
+		UPDATE grants SET `+columns.Replace(redeemSet)+` FROM v WHERE grants.id = v.id RETURNING `+redeemReturning, set...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	got := map[int]bound{}
+	for rows.Next() {
+		b, err := scanBound(rows)
+		if err != nil {
+			return nil, s.mapErr(err)
+		}
+		got[job[b.ID]] = b
+	}
+	return got, s.mapErr(rows.Err())
+}
+
+// values is n rows of width parameters each, for a VALUES list.
+func values(width, n int) string {
+	row := "(" + strings.Repeat("?, ", width-1) + "?)"
+	return strings.Repeat(row+", ", n-1) + row
+}
+
+// arrays turns rows of width values into width arrays (PostgreSQL
+// parameters for unnest), each typed by its first value; no rows give
+// NULL arrays, which unnest into none.
+func arrays(rows [][]any, width int) []any {
+	out := make([]any, width)
+	if len(rows) == 0 {
+		return out
+	}
+	for c := range width {
+		switch rows[0][c].(type) {
+		case string:
+			out[c] = column[string](rows, c)
+		case []byte:
+			out[c] = column[[]byte](rows, c)
+		case int64:
+			out[c] = column[int64](rows, c)
+		case int:
+			out[c] = column[int](rows, c)
+		case bool:
+			out[c] = column[bool](rows, c)
+		default:
+			panic(fmt.Sprintf("sqlstore: no array of %T", rows[0][c]))
+		}
+	}
+	return out
+}
+
+func column[T any](rows [][]any, c int) []T {
+	out := make([]T, len(rows))
+	for k, r := range rows {
+		out[k] = r[c].(T)
+	}
+	return out
+}
+
+const (
+	tokenInsertCols   = `jti, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid`
+	refreshInsertCols = `hash, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid`
+	// tokenArrays unnests tokenInsertCols' or refreshInsertCols' arrays,
+	// whose first column is of the type it is given.
+	tokenArrays = `SELECT * FROM unnest(?::%s[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::text[], ?::text[])`
+)
+
+// writeIssue writes what one redemption issued; see writeIssues.
+func (s *Store) writeIssue(ctx context.Context, tx *sqlx.Tx, is storage.Issue) error {
+	return s.writeIssues(ctx, tx, []storage.Issue{is})
+}
+
+// writeIssues writes what redemptions issued: their access tokens,
+// refresh tokens and events. On PostgreSQL in one statement: the tokens,
+// as arrays, ride as data-modifying CTEs of the events' insert; on SQLite
+// in one statement per table.
+func (s *Store) writeIssues(ctx context.Context, tx *sqlx.Tx, issues []storage.Issue) error {
+	var tokens, refreshes [][]any
+	var events []storage.AuditEvent
 	for _, is := range issues {
+		// A redemption made in a browser binds the grant and issues
+		// nothing yet: the authorization code issues later.
 		if t := is.Token; t.JTI != "" {
-			jtis, tGrants, tClients, tAuds = append(jtis, t.JTI), append(tGrants, t.GrantID), append(tClients, t.ClientID), append(tAuds, t.Audience)
-			tRoles, tScopes, tJKTs, tSIDs = append(tRoles, t.Role), append(tScopes, t.Scope), append(tJKTs, t.JKT), append(tSIDs, t.SID)
-			tIssued, tExpires = append(tIssued, micro(t.IssuedAt)), append(tExpires, micro(t.ExpiresAt))
+			tokens = append(tokens, []any{t.JTI, t.GrantID, t.ClientID, t.Audience, t.Role, t.Scope, micro(t.IssuedAt), micro(t.ExpiresAt), t.JKT, t.SID})
 		}
 		if r := is.Refresh; r != nil {
-			hashes, rGrants, rClients, rAuds = append(hashes, r.Hash), append(rGrants, r.GrantID), append(rClients, r.ClientID), append(rAuds, r.Audience)
-			rRoles, rScopes, rJKTs, rSIDs = append(rRoles, r.Role), append(rScopes, r.Scope), append(rJKTs, r.JKT), append(rSIDs, r.SID)
-			rIssued, rExpires = append(rIssued, micro(r.IssuedAt)), append(rExpires, micro(r.ExpiresAt))
+			refreshes = append(refreshes, []any{r.Hash, r.GrantID, r.ClientID, r.Audience, r.Role, r.Scope, micro(r.IssuedAt), micro(r.ExpiresAt), r.JKT, r.SID})
 		}
 		events = append(events, is.Events...)
 	}
-	if len(events) == 0 {
-		return false, nil
+	if s.f.name == flavorPostgres.name {
+		with := &cte{sql: `WITH t AS (INSERT INTO tokens (` + tokenInsertCols + `) ` + fmt.Sprintf(tokenArrays, "text") + `),
+			r AS (INSERT INTO refresh_tokens (` + refreshInsertCols + `) ` + fmt.Sprintf(tokenArrays, "bytea") + `) `,
+			args: append(arrays(tokens, 10), arrays(refreshes, 10)...)}
+		if len(events) > 0 {
+			return s.insertAuditsWith(ctx, tx, events, with)
+		}
+		_, err := s.exec(ctx, tx, with.sql+`SELECT 1`, with.args...)
+		return err
 	}
-	with := &cte{sql: `WITH t AS (INSERT INTO tokens (jti, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
-			SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::text[], ?::text[])),
-		r AS (INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
-			SELECT * FROM unnest(?::bytea[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::text[], ?::text[])) `,
-		args: []any{jtis, tGrants, tClients, tAuds, tRoles, tScopes, tIssued, tExpires, tJKTs, tSIDs,
-			hashes, rGrants, rClients, rAuds, rRoles, rScopes, rIssued, rExpires, rJKTs, rSIDs}}
-	err := s.insertAuditsWith(ctx, tx, events, with)
-	return err == nil, err
+	for _, in := range []struct {
+		table, cols string
+		rows        [][]any
+	}{{"tokens", tokenInsertCols, tokens}, {"refresh_tokens", refreshInsertCols, refreshes}} {
+		if len(in.rows) == 0 {
+			continue
+		}
+		if _, err := s.exec(ctx, tx, `INSERT INTO `+in.table+` (`+in.cols+`) VALUES `+values(10, len(in.rows)), slices.Concat(in.rows...)...); err != nil {
+			return err
+		}
+	}
+	return s.insertAudits(ctx, tx, events)
 }

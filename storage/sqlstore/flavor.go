@@ -19,11 +19,8 @@ type flavor struct {
 	forShare      string // row lock suffix for reads that must not race a writer
 	migrateLock   string // statement run first in every migration transaction
 	hasMigrations string // counts the schema_migrations table (0 or 1)
-	// bulk: redeemAll makes a batch's redemptions in a few statements
-	// (a server's round trips cost more than its statements).
-	bulk     bool
-	isUnique func(error) bool
-	isRetry  func(error) bool
+	isUnique      func(error) bool
+	isRetry       func(error) bool
 }
 
 var flavorSQLite = flavor{
@@ -57,7 +54,6 @@ var flavorPostgres = flavor{
 	autoID:        "BIGSERIAL PRIMARY KEY",
 	forShare:      " FOR SHARE",
 	migrateLock:   "SELECT pg_advisory_xact_lock(7254019200)",
-	bulk:          true,
 	hasMigrations: `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'schema_migrations'`,
 	isUnique: func(err error) bool {
 		var e *pgconn.PgError

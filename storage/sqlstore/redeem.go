@@ -323,38 +323,3 @@ func (s *Store) bump(ctx context.Context, tx *sqlx.Tx, scope, subject string, no
 		RETURNING count`, scope, subject, micro(now), windowStart, windowStart).Scan(&n)
 	return n, s.mapErr(err)
 }
-
-func (s *Store) writeIssue(ctx context.Context, tx *sqlx.Tx, is storage.Issue) error {
-	var inserts []cte
-	// A redemption made in a browser binds the grant and issues nothing
-	// yet: the authorization code issues later.
-	if t := is.Token; t.JTI != "" {
-		inserts = append(inserts, cte{`INSERT INTO tokens (jti, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, []any{t.JTI, t.GrantID, t.ClientID, t.Audience, t.Role, t.Scope,
-			micro(t.IssuedAt), micro(t.ExpiresAt), t.JKT, t.SID}})
-	}
-	if r := is.Refresh; r != nil {
-		inserts = append(inserts, cte{`INSERT INTO refresh_tokens (hash, grant_id, client_id, audience, role, scope, issued_at, expires_at, jkt, sid)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, []any{r.Hash, r.GrantID, r.ClientID, r.Audience, r.Role, r.Scope,
-			micro(r.IssuedAt), micro(r.ExpiresAt), r.JKT, r.SID}})
-	}
-	if s.f.name == flavorPostgres.name && len(is.Events) > 0 && len(inserts) > 0 {
-		// One round trip: the inserts ride as data-modifying CTEs of the
-		// events' insert, and run to completion whether read or not.
-		with := &cte{sql: "WITH "}
-		for i, in := range inserts {
-			if i > 0 {
-				with.sql += ", "
-			}
-			with.sql += fmt.Sprintf("w%d AS (%s) ", i, in.sql)
-			with.args = append(with.args, in.args...)
-		}
-		return s.insertAuditsWith(ctx, tx, is.Events, with)
-	}
-	for _, in := range inserts {
-		if _, err := s.exec(ctx, tx, in.sql, in.args...); err != nil {
-			return err
-		}
-	}
-	return s.insertAudits(ctx, tx, is.Events)
-}
