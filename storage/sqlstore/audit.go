@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -47,14 +46,15 @@ func (s *Store) insertAuditsWith(ctx context.Context, tx *sqlx.Tx, evs []storage
 	if err := s.readHeads(ctx, tx, st, tenants); err != nil {
 		return err
 	}
-	q := strings.Builder{}
+	var q string
 	args := make([]any, 0, 13*len(evs))
 	if with != nil {
-		q.WriteString(with.sql)
+		q = with.sql
 		args = append(args, with.args...)
 	}
-	q.WriteString(`INSERT INTO audit_events
-		(tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256, seq, prev_hash, hash) VALUES `)
+	q += `INSERT INTO audit_events
+		(tenant_id, at, actor_type, actor_id, actor_iss, action, target, outcome, detail, policy_sha256, seq, prev_hash, hash) VALUES ` +
+		values(13, len(evs)) + ` RETURNING tenant_id, seq, id` // RETURNING's order is not promised: matched by tenant and seq
 	heads := make(map[string]chainHead, len(tenants))
 	for i := range evs {
 		ev := &evs[i]
@@ -68,18 +68,11 @@ func (s *Store) insertAuditsWith(ctx context.Context, tx *sqlx.Tx, evs []storage
 			ev.Detail = []byte("{}")
 		}
 		hash := storage.EventHash(s.auditKey, ev, h.hash)
-		if i > 0 {
-			q.WriteString(", ")
-		}
-		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 		args = append(args, ev.TenantID, micro(ev.Time), ev.ActorType, ev.ActorID, ev.ActorIss, ev.Action, ev.Target,
 			ev.Outcome, string(ev.Detail), ev.PolicySHA256, ev.Seq, h.hash, hash)
 		heads[ev.TenantID] = chainHead{seq: ev.Seq, hash: hash, dirty: true}
 	}
-	// The order of RETURNING rows is not promised: match them by tenant
-	// and seq.
-	q.WriteString(" RETURNING tenant_id, seq, id")
-	ids, err := s.returnedIDs(ctx, tx, q.String(), args, len(evs))
+	ids, err := s.returnedIDs(ctx, tx, q, args, len(evs))
 	if err != nil {
 		return err
 	}
@@ -127,12 +120,11 @@ func (s *Store) readHeads(ctx context.Context, tx *sqlx.Tx, st *txState, tenants
 		return nil
 	}
 	slices.Sort(need)
-	args := make([]any, 0, 2*len(need))
+	args := make([]any, 0, 3*len(need))
 	for _, t := range need {
-		args = append(args, t, storage.GenesisHash)
+		args = append(args, t, 0, storage.GenesisHash)
 	}
-	rows, err := s.queryRows(ctx, tx, `INSERT INTO audit_heads (tenant_id, seq, hash) VALUES `+
-		strings.Repeat("(?, 0, ?), ", len(need)-1)+`(?, 0, ?)
+	rows, err := s.queryRows(ctx, tx, `INSERT INTO audit_heads (tenant_id, seq, hash) VALUES `+values(3, len(need))+`
 		ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq RETURNING tenant_id, seq, hash`, args...)
 	if err != nil {
 		return err

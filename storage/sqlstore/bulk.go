@@ -206,37 +206,32 @@ func (s *Store) redeemRows(ctx context.Context, tx *sqlx.Tx, rs []redeemRow) (ma
 // first and then updated by id, inside the one writer's transaction.
 func (s *Store) redeemRowsSQLite(ctx context.Context, tx *sqlx.Tx, rs []redeemRow) (map[int]bound, error) {
 	var find, set []any
-	for _, r := range rs {
-		find = append(find, r.i, r.tenant, r.code, r.now, r.since, r.engineer, r.max)
+	for k, r := range rs {
+		find = append(find, k, r.tenant, r.code, r.now, r.since, r.engineer, r.max)
 	}
-	rows, err := s.queryRows(ctx, tx, `WITH v(i, tenant, code, now, since, engineer, maxfail) AS (VALUES `+
-		values(7, len(rs))+`) SELECT v.i, grants.id FROM v JOIN grants ON `+columns.Replace(redeemable), find...)
+	rows, err := s.queryRows(ctx, tx, `WITH v(k, tenant, code, now, since, engineer, maxfail) AS (VALUES `+
+		values(7, len(rs))+`) SELECT v.k, grants.id FROM v JOIN grants ON `+columns.Replace(redeemable), find...)
 	if err != nil {
 		return nil, err
 	}
-	job := map[string]int{}
+	row := map[string]redeemRow{} // by grant id
 	for rows.Next() {
-		var i int
+		var k int
 		var id string
-		if err := rows.Scan(&i, &id); err != nil {
+		if err := rows.Scan(&k, &id); err != nil {
 			rows.Close()
 			return nil, s.mapErr(err)
 		}
-		job[id] = i // a code twice binds its grant once: fewer grants than rows
+		row[id] = rs[k] // a code twice binds its grant once: fewer grants than rows
 	}
 	rows.Close()
-	if err := rows.Err(); err != nil || len(job) < len(rs) {
+	if err := rows.Err(); err != nil || len(row) < len(rs) {
 		return nil, s.mapErr(err)
 	}
-	byJob := make(map[int]redeemRow, len(rs))
-	for _, r := range rs {
-		byJob[r.i] = r
-	}
-	for id, i := range job {
-		r := byJob[i]
+	for id, r := range row {
 		set = append(set, id, r.now, r.sub, r.iss, r.email, r.groups, r.mfa, r.claims)
 	}
-	rows, err = s.queryRows(ctx, tx, `WITH v(id, now, sub, iss, email, egroups, mfa, claims) AS (VALUES `+values(8, len(job))+`)
+	rows, err = s.queryRows(ctx, tx, `WITH v(id, now, sub, iss, email, egroups, mfa, claims) AS (VALUES `+values(8, len(row))+`)
 		UPDATE grants SET `+columns.Replace(redeemSet)+` FROM v WHERE grants.id = v.id RETURNING `+redeemReturning, set...)
 	if err != nil {
 		return nil, err
@@ -248,15 +243,9 @@ func (s *Store) redeemRowsSQLite(ctx context.Context, tx *sqlx.Tx, rs []redeemRo
 		if err != nil {
 			return nil, s.mapErr(err)
 		}
-		got[job[b.ID]] = b
+		got[row[b.ID].i] = b
 	}
 	return got, s.mapErr(rows.Err())
-}
-
-// values is n rows of width parameters each, for a VALUES list.
-func values(width, n int) string {
-	row := "(" + strings.Repeat("?, ", width-1) + "?)"
-	return strings.Repeat(row+", ", n-1) + row
 }
 
 // arrays turns rows of width values into width arrays (PostgreSQL

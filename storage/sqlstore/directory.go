@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"strings"
 
 	"github.com/jmoiron/sqlx"
 
@@ -189,7 +188,7 @@ func (s *Store) applyRoleChange(ctx context.Context, tx *sqlx.Tx, ch storage.Rol
 			return err
 		}
 	case len(ch.Above) > 0:
-		in := `role IN (?` + strings.Repeat(`, ?`, len(ch.Above)-1) + `)`
+		in := `role IN (` + marks(len(ch.Above)) + `)`
 		for _, r := range ch.Above {
 			args = append(args, r)
 		}

@@ -144,16 +144,9 @@ func initiator(ev *storage.AuditEvent, reason string) string {
 // grants then share one transaction and one lock of the audit chain head,
 // instead of queueing for it one transaction at a time.
 func (s *Store) CreateGrant(ctx context.Context, g storage.Grant, ev storage.AuditEvent) error {
-	_, err := s.inBatch(ctx, g.TenantID, &batchJob{write: func(ctx context.Context, tx *sqlx.Tx) (storage.Grant, error) {
-		heads := s.headsAt(tx)
-		err := s.createGrantInTx(ctx, tx, g, ev)
-		if err != nil {
-			if u := s.undo(ctx, tx, heads); u != nil {
-				return storage.Grant{}, u
-			}
-		}
-		return storage.Grant{}, err
-	}})
+	_, err := s.inBatch(ctx, g.TenantID, s.undoneOnError(func(ctx context.Context, tx *sqlx.Tx) error {
+		return s.createGrantInTx(ctx, tx, g, ev)
+	}))
 	return err
 }
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/mail"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -173,8 +172,7 @@ func (s *Store) readSettings(ctx context.Context, tx *sqlx.Tx, tenants []string)
 	for i, t := range tenants {
 		args[i] = t
 	}
-	rows, err := s.queryRows(ctx, tx, `SELECT tenant_id, emails, webhook_url, kinds FROM notification_settings WHERE tenant_id IN (`+
-		strings.Repeat("?, ", len(tenants)-1)+`?)`, args...)
+	rows, err := s.queryRows(ctx, tx, `SELECT tenant_id, emails, webhook_url, kinds FROM notification_settings WHERE tenant_id IN (`+marks(len(tenants))+`)`, args...)
 	if err != nil {
 		return err
 	}

@@ -78,6 +78,21 @@ func (s *Store) undo(ctx context.Context, tx *sqlx.Tx, heads map[string]chainHea
 	return nil
 }
 
+// undoneOnError is a batch job of write, whose failure undoes what it
+// wrote and is its outcome.
+func (s *Store) undoneOnError(write func(context.Context, *sqlx.Tx) error) *batchJob {
+	return &batchJob{write: func(ctx context.Context, tx *sqlx.Tx) (storage.Grant, error) {
+		heads := s.headsAt(tx)
+		err := write(ctx, tx)
+		if err != nil {
+			if u := s.undo(ctx, tx, heads); u != nil {
+				return storage.Grant{}, u
+			}
+		}
+		return storage.Grant{}, err
+	}}
+}
+
 // shard picks a tenant's batcher: one tenant's redemptions are always
 // batched together, so two batches never wait for each other's audit
 // chain heads.

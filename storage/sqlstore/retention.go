@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -251,7 +250,7 @@ func (s *Store) archiveGrants(ctx context.Context, cut, now int64) (int, error) 
 		if len(ids) == 0 {
 			return total, nil
 		}
-		in := `(?` + strings.Repeat(`, ?`, len(ids)-1) + `)`
+		in := `(` + marks(len(ids)) + `)`
 		args := make([]any, len(ids))
 		for i, id := range ids {
 			args[i] = id

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -422,6 +423,15 @@ func (s *Store) exec(ctx context.Context, tx *sqlx.Tx, q string, args ...any) (i
 	}
 	n, err := res.RowsAffected()
 	return n, s.mapErr(err)
+}
+
+// marks is n parameter marks, "?, ?, ?": an IN list, or a VALUES row.
+func marks(n int) string { return strings.Repeat("?, ", n-1) + "?" }
+
+// values is n rows of width parameter marks each, for a VALUES list.
+func values(width, n int) string {
+	row := "(" + marks(width) + ")"
+	return strings.Repeat(row+", ", n-1) + row
 }
 
 func micro(t time.Time) int64 { return t.UnixMicro() }

@@ -188,20 +188,14 @@ func (s *Store) SignalToken(ctx context.Context, jti, kind, reason string, claim
 // 480 ms).
 func (s *Store) MarkTokenUsed(ctx context.Context, jti string, at time.Time, ev storage.AuditEvent) (bool, error) {
 	var n int64
-	_, err := s.inBatch(ctx, ev.TenantID, &batchJob{write: func(ctx context.Context, tx *sqlx.Tx) (storage.Grant, error) {
-		heads := s.headsAt(tx)
+	_, err := s.inBatch(ctx, ev.TenantID, s.undoneOnError(func(ctx context.Context, tx *sqlx.Tx) error {
 		var err error
 		n, err = s.exec(ctx, tx, `UPDATE tokens SET first_used_at = ? WHERE jti = ? AND first_used_at IS NULL`, micro(at), jti)
 		if err == nil && n > 0 {
 			err = s.insertAudit(ctx, tx, ev)
 		}
-		if err != nil {
-			if u := s.undo(ctx, tx, heads); u != nil {
-				return storage.Grant{}, u
-			}
-		}
-		return storage.Grant{}, err
-	}})
+		return err
+	}))
 	// The cached state still says never used: read it again next time,
 	// once, rather than try to record the first use on every call.
 	s.states.Delete(jti)

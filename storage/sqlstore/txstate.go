@@ -4,7 +4,6 @@ import (
 	"context"
 	"maps"
 	"slices"
-	"strings"
 
 	"github.com/jmoiron/sqlx"
 
@@ -69,8 +68,7 @@ func (s *Store) flushHeads(ctx context.Context, tx *sqlx.Tx) error {
 	}
 	// One statement for every tenant: the rows exist (readHeads), so
 	// each insert is an update.
-	if _, err := s.exec(ctx, tx, `INSERT INTO audit_heads (tenant_id, seq, hash) VALUES `+
-		strings.Repeat("(?, ?, ?), ", len(args)/3-1)+`(?, ?, ?)
+	if _, err := s.exec(ctx, tx, `INSERT INTO audit_heads (tenant_id, seq, hash) VALUES `+values(3, len(args)/3)+`
 		ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`, args...); err != nil {
 		return err
 	}
